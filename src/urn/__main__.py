@@ -1,0 +1,3 @@
+from urn.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""Training checkpoints: one dict, written atomically, loaded with ``weights_only=True``.
+
+Keys: ``model``, ``optimizer``, ``scaler``, ``iteration`` (iterations completed), ``rng`` (torch CPU
+RNG state, for dropout), ``config`` (the resolved config as plain data), ``kind`` (what trained it).
+Nothing in a checkpoint is executed on load: ``torch.load(weights_only=True)`` refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from urn.errors import UrnError
+from urn.io import atomic_torch_save
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temp file + rename)."""
+    atomic_torch_save(path, state)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint or plain state dict safely onto the CPU.
+
+    Raises:
+        UrnError: the file is missing, truncated, or holds anything but tensors and plain data
+            (for example a malicious pickle), with a one-line message naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UrnError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unsafe content"
+        raise UrnError(f"{path}: refused to load: not a plain weights file ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UrnError(f"{path}: unreadable checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise UrnError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
+    return obj
+
+
+def model_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint (or the dict itself if it is a bare state dict)."""
+    state = obj.get("model", obj)
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's model weights into ``model`` strictly; returns the checkpoint dict.
+
+    Raises:
+        UrnError: keys or shapes do not match, naming the first mismatched keys.
+    """
+    ckpt = load_checkpoint(path)
+    state = model_state(ckpt)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)}, model wants {tuple(own[k].shape)}")
+        raise UrnError(f"{path}: checkpoint does not match the model ({'; '.join(parts)})")
+    model.load_state_dict(state, strict=True)
+    return ckpt

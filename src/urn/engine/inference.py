@@ -1,0 +1,106 @@
+"""Test-time inference: whole-image or sliding-window, multi-scale + flip softmax averaging.
+
+This mirrors mmsegmentation 0.x's ``aug_test`` as the reference runs it (spec section 3.1): each
+view is the image rescaled by mmseg's keep-ratio rule to ``base_size * ratio``, run whole or in
+``crop_size`` windows with ``stride`` (window logits averaged where they overlap), resized to the
+original size, softmaxed, flipped back, and the probabilities of all views are averaged.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from urn.config import InferConfig
+
+IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def rescale_size(height: int, width: int, base_size: tuple[int, int], ratio: float) -> tuple[int, int]:
+    """mmcv's keep-ratio rescale: fit (long, short) = base_size * ratio. Returns (new_h, new_w)."""
+    long_edge, short_edge = max(base_size) * ratio, min(base_size) * ratio
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 normalised with ImageNet mean/std."""
+    x = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """Sliding-window logits, mmseg's grid: windows shifted back inside at the border.
+
+    Args:
+        x: ``(B, 3, h, w)`` normalised images.
+
+    Returns:
+        ``(B, C, h, w)`` logits averaged over overlapping windows. An image no larger than one
+        window is run whole, without padding, as in the reference.
+    """
+    _, _, h, w = x.shape
+    n_h = max(h - crop + stride - 1, 0) // stride + 1
+    n_w = max(w - crop + stride - 1, 0) // stride + 1
+    out: torch.Tensor | None = None
+    count = torch.zeros((1, 1, h, w), device=x.device, dtype=torch.float32)
+    for i in range(n_h):
+        for j in range(n_w):
+            y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            logits = model(x[:, :, y1:y2, x1:x2])["out"].float()
+            if out is None:
+                out = torch.zeros((x.shape[0], logits.shape[1], h, w), device=x.device, dtype=torch.float32)
+            out[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+    assert out is not None
+    return out / count
+
+
+@torch.no_grad()
+def predict_probs(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    cfg: InferConfig,
+    device: torch.device,
+    *,
+    amp: bool = False,
+) -> np.ndarray:
+    """Average softmax probabilities over the configured scales (and flips).
+
+    Args:
+        model: a segmentor in eval mode returning ``{"out": (B, C, h, w)}`` at input size.
+        image: ``(H, W, 3)`` uint8 RGB.
+        cfg: scales (ratios of ``base_size``), flip, whole/slide mode.
+
+    Returns:
+        ``(C, H, W)`` float32 probabilities, summing to 1 over C.
+    """
+    height, width = image.shape[:2]
+    total: torch.Tensor | None = None
+    n_views = 0
+    for ratio in cfg.scales:
+        nh, nw = rescale_size(height, width, cfg.base_size, ratio)
+        scaled = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        x = normalize_image(scaled).unsqueeze(0)
+        if cfg.flip:
+            # Both orientations of one scale have the same size: one batch of two.
+            x = torch.cat([x, x.flip(-1)], dim=0)
+        x = x.to(device)
+        with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+            if cfg.mode == "slide":
+                logits = slide_logits(model, x, cfg.crop_size, cfg.stride)
+            else:
+                logits = model(x)["out"].float()
+        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        probs = logits.softmax(dim=1)
+        if cfg.flip:
+            probs = torch.stack([probs[0], probs[1].flip(-1)])
+        view_sum = probs.sum(0)
+        total = view_sum if total is None else total + view_sum
+        n_views += probs.shape[0]
+    assert total is not None
+    return (total / n_views).cpu().numpy().astype(np.float32)

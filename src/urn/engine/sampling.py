@@ -1,0 +1,100 @@
+"""Deterministic, resumable sampling for iteration-based training.
+
+The training stream is a sequence of *keys*: epoch ``e`` contributes ``e * N + perm_e[i]`` for a
+permutation ``perm_e`` seeded by ``(seed, e)``. A dataset maps a key to sample ``key % N`` and seeds
+its augmentation with the key, so the whole stream (order and augmentation) is a pure function of
+the seed. Iteration ``t`` consumes stream positions ``[t * B, (t + 1) * B)`` of the global batch
+``B``; rank ``r`` of ``W`` takes every ``W``-th of them. Resuming at iteration ``t`` therefore
+reproduces exactly the batches an uninterrupted run would have seen, on any number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from urn.errors import DataError
+
+
+class KeyBatchSampler(Sampler[list[int]]):
+    """Yields this rank's keys for iterations ``start_iter .. total_iters - 1``.
+
+    Args:
+        num_samples: dataset length N.
+        global_batch: batch size summed over ranks; must be divisible by ``world_size``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        *,
+        global_batch: int,
+        total_iters: int,
+        start_iter: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if num_samples <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if global_batch % world_size:
+            raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
+        self.n = num_samples
+        self.batch = global_batch
+        self.total = total_iters
+        self.start = start_iter
+        self.seed = seed
+        self.rank = rank
+        self.world = world_size
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _key(self, position: int) -> int:
+        epoch, i = divmod(position, self.n)
+        perm = self._perms.get(epoch)
+        if perm is None:
+            self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
+            perm = self._perms[epoch]
+        return epoch * self.n + int(perm[i])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for it in range(self.start, self.total):
+            first = it * self.batch
+            yield [self._key(first + j) for j in range(self.rank, self.batch, self.world)]
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+
+class TolerantDataset(Dataset):
+    """Wraps a dataset so a bad sample becomes a record of its error instead of killing a worker.
+
+    The training loop decides what to do with it (``data.skip_bad_samples``). Exceptions other
+    than :class:`DataError` are bugs and propagate.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        try:
+            return self.dataset[key]
+        except DataError as exc:
+            return {"error": str(exc)}
+
+
+def collate_tolerant(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack good samples; bad ones are reported in ``batch["errors"]`` (a list of messages)."""
+    good = [s for s in samples if "error" not in s]
+    batch: dict[str, Any] = {"errors": [s["error"] for s in samples if "error" in s]}
+    if good:
+        for key in ("image", "target", "weight"):
+            batch[key] = torch.stack([s[key] for s in good])
+        batch["id"] = [s["id"] for s in good]
+    return batch

@@ -1,0 +1,275 @@
+"""The segmentation training loop: iteration-based SGD with poly LR, AMP on CUDA, DDP via torchrun.
+
+Read :func:`train_segmentor` top to bottom: data -> model -> optimizer -> (resume) -> loop. Outputs in
+``out``: ``last.pt`` (every ``ckpt_every`` iterations and at the end), ``best.pt`` (best periodic val
+mIoU; for inspection only, the pipeline uses ``last.pt`` so no ground truth steers a weakly
+supervised run), ``log.jsonl`` (one JSON object per logged iteration / validation), ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from urn.config import Config, TrainConfig, config_to_dict, dump_yaml
+from urn.engine import distributed
+from urn.engine.checkpoint import load_checkpoint, save_checkpoint
+from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
+from urn.errors import TrainingError, UrnError
+from urn.io import atomic_write_text
+from urn.progress import progress_bar
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def poly_lr(base_lr: float, it: int, total: int, power: float, min_lr: float) -> float:
+    """mmseg's poly schedule with a floor: ``(base - min) * (1 - it / total) ** power + min``."""
+    return (base_lr - min_lr) * (1 - it / total) ** power + min_lr
+
+
+def build_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with two groups: backbone at ``lr``, heads at ``lr * head_lr_mult`` (1.0 in the reference)."""
+    backbone, heads = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (backbone if name.startswith("backbone.") else heads).append(p)
+    groups = [
+        {"params": backbone, "lr_mult": 1.0},
+        {"params": heads, "lr_mult": tcfg.head_lr_mult},
+    ]
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]], lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
+    )
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag so the loop can save a checkpoint and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train_segmentor(
+    cfg: Config,
+    tcfg: TrainConfig,
+    out: Path,
+    *,
+    target_dir: str | None = None,
+    uncertainty_dir: str | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Train a segmentor on ``cfg.data`` with the schedule ``tcfg``; returns the path of ``last.pt``.
+
+    Args:
+        target_dir: pseudo-mask folder (default ``cfg.data.pseudo_masks``; ignored when
+            ``cfg.data.fully_supervised``).
+        uncertainty_dir: per-pixel uncertainty folder for Seg-2 (default ``cfg.data.uncertainty``).
+        resume: continue from ``out/last.pt`` if it exists (exactly: same batches, same RNG).
+    """
+    from urn.data.dataset import SegmentationDataset
+    from urn.data.layout import DatasetLayout
+    from urn.data.transforms import train_transforms
+    from urn.engine.evaluate import evaluate_segmentor
+    from urn.losses import SegmentationLoss
+    from urn.models import build_segmentor
+
+    info = distributed.setup(device)
+    out = Path(out)
+    # 1. data
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    num_classes = layout.classes.num_classes
+    dataset = SegmentationDataset(
+        layout,
+        cfg.data.train_split,
+        target_dir=target_dir or cfg.data.pseudo_masks,
+        uncertainty_dir=uncertainty_dir or cfg.data.uncertainty,
+        fully_supervised=cfg.data.fully_supervised,
+        transform=train_transforms(cfg.data),
+        seed=tcfg.seed,
+    )
+    if tcfg.batch_size % info.world_size:
+        raise UrnError(f"train.batch_size={tcfg.batch_size} is not divisible by {info.world_size} processes")
+
+    # 2. model, loss, optimizer
+    torch.manual_seed(tcfg.seed)
+    model = build_segmentor(cfg.model, num_classes).to(info.device)
+    if cfg.model.sync_bn and info.distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if tcfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = SegmentationLoss.from_config(tcfg, aux_weight=cfg.model.aux_weight)
+    optimizer = build_optimizer(model, tcfg)
+    use_amp = tcfg.amp and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    # 3. resume
+    start_iter, best_miou = 0, -1.0
+    if resume and (out / LAST).is_file():
+        ckpt = load_checkpoint(out / LAST)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"])
+        start_iter, best_miou = int(ckpt["iteration"]), float(ckpt.get("best_miou", -1.0))
+        if info.is_main:
+            _truncate_log(out / "log.jsonl", start_iter)
+    if start_iter >= tcfg.iters:
+        return out / LAST
+    ddp_model: torch.nn.Module = model
+    if info.distributed:
+        ddp_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    sampler = KeyBatchSampler(
+        len(dataset),
+        global_batch=tcfg.batch_size,
+        total_iters=tcfg.iters,
+        start_iter=start_iter,
+        seed=tcfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    loader = DataLoader(
+        TolerantDataset(dataset),
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_tolerant,
+        pin_memory=info.device.type == "cuda",
+        # A private generator: the loader must not draw from the global RNG that dropout uses,
+        # or a resumed run would diverge from an uninterrupted one.
+        generator=torch.Generator().manual_seed(tcfg.seed),
+        persistent_workers=False,
+    )
+    if info.is_main:
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+
+    def state(iteration: int) -> dict[str, Any]:
+        return {
+            "kind": "segmentor",
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "iteration": iteration,
+            "rng": torch.get_rng_state(),
+            "best_miou": best_miou,
+            "num_classes": num_classes,
+            "config": config_to_dict(cfg),
+        }
+
+    # 4. loop
+    bad_samples = 0
+    log_path = out / "log.jsonl"
+    ddp_model.train()
+    bar = progress_bar(total=tcfg.iters, initial=start_iter, desc="train", disable=quiet or not info.is_main)
+    it = start_iter
+    t_last = time.perf_counter()
+    with _StopRequest() as stop:
+        for batch in loader:
+            for message in batch["errors"]:
+                bad_samples += 1
+                if bad_samples > cfg.data.skip_bad_samples:
+                    if cfg.data.skip_bad_samples:
+                        message += f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
+                    raise UrnError(message)
+                _log(log_path, {"iter": it, "skipped_sample": message}, info.is_main)
+            lr = poly_lr(tcfg.lr, it, tcfg.iters, tcfg.poly_power, tcfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            parts: dict[str, float] = {}
+            if "image" in batch:
+                images = batch["image"].to(info.device, non_blocking=True)
+                if tcfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                target = batch["target"].to(info.device, non_blocking=True)
+                weight = batch["weight"].to(info.device, non_blocking=True)
+                with torch.autocast(device_type=info.device.type, enabled=use_amp):
+                    outputs = ddp_model(images)
+                loss, parts = criterion(outputs, target, weight)
+                if not math.isfinite(float(loss.detach())):
+                    raise TrainingError(
+                        f"loss became {float(loss.detach())} at iteration {it + 1}; stopped. "
+                        f"The last good checkpoint is {out / LAST}; lower train.lr or check the data."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if tcfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            it += 1
+            bar.update(1)
+            if it % tcfg.log_every == 0 or it == tcfg.iters:
+                now = time.perf_counter()
+                record = {"iter": it, "lr": lr, **parts, "sec_per_iter": (now - t_last) / tcfg.log_every}
+                t_last = now
+                bar.set_postfix(loss=f"{parts.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")
+                _log(log_path, record, info.is_main)
+            if tcfg.val_every and it % tcfg.val_every == 0 and it < tcfg.iters:
+                scores = evaluate_segmentor(model, layout, cfg.data.val_split, cfg, info, quick=True)
+                ddp_model.train()
+                _log(log_path, {"iter": it, "val_miou": scores.miou * 100}, info.is_main)
+                if scores.miou > best_miou:
+                    best_miou = scores.miou
+                    if info.is_main:
+                        save_checkpoint(out / BEST, state(it))
+            if info.is_main and (it % tcfg.ckpt_every == 0 or it == tcfg.iters or stop.signal):
+                save_checkpoint(out / LAST, state(it))
+            if stop.signal:
+                distributed.barrier()
+                raise UrnError(
+                    f"stopped by signal {stop.signal} at iteration {it}; checkpoint saved to {out / LAST}, "
+                    "rerun with --resume to continue"
+                )
+    bar.close()
+    distributed.barrier()
+    return out / LAST
+
+
+def _log(path: Path, record: dict[str, Any], is_main: bool) -> None:
+    """Append one JSON line (rank 0 only). Appends are line-sized, so a crash loses at most a line."""
+    if not is_main:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, last_iter: int) -> None:
+    """Drop log lines past the checkpoint a run resumes from, so the log matches one clean run."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("iter", 0) <= last_iter:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))

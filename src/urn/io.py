@@ -1,0 +1,238 @@
+"""Every file urn writes goes through here, atomically; every image or mask it reads is checked.
+
+Atomic means: the bytes are written to a temporary file in the destination folder, flushed, and
+renamed over the destination. A reader (or a resumed run) therefore sees either the old file, the
+complete new one, or nothing, never half a file. Temporary files carry the suffix ``.urn-tmp`` so
+that a resumed stage can sweep leftovers of a killed process with :func:`remove_stale_temps`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from urn.errors import DataError, UrnError
+
+TMP_SUFFIX = ".urn-tmp"
+IGNORE_INDEX = 255
+
+
+# --------------------------------------------------------------------------------------------- writes
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on clean exit, fsync and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise UrnError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _silent_unlink(tmp)
+        raise UrnError(f"{path}: write failed ({exc.strerror or exc})") from None
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+
+
+def _silent_unlink(path: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save one array as ``.npy`` atomically (never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_png(path: str | Path, image: Image.Image) -> None:
+    """Save a PIL image as PNG atomically."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete temporary files a killed process left in ``folder`` (recursively). Returns how many."""
+    folder = Path(folder)
+    if not folder.exists():
+        return 0
+    n = 0
+    for tmp in folder.rglob(f"*{TMP_SUFFIX}"):
+        _silent_unlink(tmp)
+        n += 1
+    return n
+
+
+# ------------------------------------------------------------------------------------------- palette
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved), extended to ``n`` entries.
+
+    Returns:
+        ``(n, 3)`` uint8; entry 0 is black, 255 (ignore) is (224, 224, 192) as in the devkit.
+    """
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def save_palette_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write an ``(H, W)`` array of class indices (0..255) as a VOC-palette PNG, atomically."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-d, got shape {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError("mask values must lie in 0..255")
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette().flatten().tolist())
+    atomic_save_png(path, img)
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` class indices -> ``(H, W, 3)`` uint8 RGB through the VOC palette."""
+    return voc_palette()[mask.astype(np.uint8)]
+
+
+# -------------------------------------------------------------------------------------------- reads
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image fully and return ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        DataError: the file is missing, not a file, empty, truncated or not an image.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode everything now, so truncation is found here and not later
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"unreadable image ({_short(exc)})") from None
+    return arr
+
+
+def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """Read a label PNG (palette or 8-bit grey; both give the stored indices) as ``(H, W)`` uint8.
+
+    Args:
+        path: the mask file.
+        num_classes: when given, every value must be ``< num_classes`` or equal to 255 (ignore).
+
+    Raises:
+        DataError: unreadable file, more than one channel, or labels out of range.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "L"):
+                arr = np.asarray(im)  # palette images give indices, not colours
+            elif im.mode in ("I", "I;16", "I;16B"):
+                arr = np.asarray(im).astype(np.int64)
+            else:
+                raise DataError(path, f"mask must be a single-channel (palette or grey) PNG, got mode {im.mode}")
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"unreadable mask ({_short(exc)})") from None
+    if arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataError(path, f"label values {int(arr.min())}..{int(arr.max())} outside 0..255")
+        arr = arr.astype(np.uint8)
+    if num_classes is not None:
+        check_labels(arr, num_classes, path)
+    return arr
+
+
+def check_labels(mask: np.ndarray, num_classes: int, path: str | Path) -> None:
+    """Raise :class:`DataError` if ``mask`` holds a value ``>= num_classes`` other than 255."""
+    bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
+    if bad.any():
+        values = sorted({int(v) for v in np.unique(mask[bad])})[:5]
+        raise DataError(path, f"label values {values} outside the {num_classes} classes (and 255 = ignore)")
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load a plain ``.npy`` array (no pickles). Raises :class:`DataError` when it cannot."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(path, f"unreadable .npy ({_short(exc)})") from None
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file (0 bytes)")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
