@@ -25,7 +25,8 @@ app = typer.Typer(
 
 ConfigArg = Annotated[str, typer.Argument(help="YAML config path or preset name (see `urn presets`).")]
 OverridesArg = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.iters=200 model.backbone.name=resnet18")
+    list[str] | None,
+    typer.Argument(help="Dotted overrides, e.g. train.iters=200 model.backbone.name=resnet18"),
 ]
 
 
@@ -56,15 +57,149 @@ def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
 def score_masks(
     pred_dir: Annotated[Path, typer.Argument(help="Folder of predicted <id>.png class-index masks.")],
     gt_dir: Annotated[Path, typer.Argument(help="Folder of ground-truth <id>.png masks (255 = ignore).")],
-    ids: Annotated[Path | None, typer.Option(help="Split file of ids to score (default: all GT files).")] = None,
+    ids: Annotated[
+        Path | None, typer.Option(help="Split file of ids to score (default: all GT files).")
+    ] = None,
     classes: Annotated[Path | None, typer.Option(help="classes.txt (default: VOC's 21).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores to this JSON file.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the scores to this JSON file.")
+    ] = None,
 ) -> None:
     """Score a folder of predicted masks against ground truth; ends with `mIoU=XX.XX`."""
     from urn.scoring import score_mask_folders
 
     text = score_mask_folders(pred_dir, gt_dir, ids_file=ids, classes_file=classes, json_out=json_out)
     typer.echo(text)
+
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")]
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    out: OutOpt = Path("runs/train"),
+    phase: Annotated[
+        str | None,
+        typer.Option(help="seg1 (config `train`) or seg2 (config `seg2`); default: config `phase`."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a segmentation network (Seg-1 on pseudo-masks with PUS, or Seg-2 with uncertainty weights)."""
+    from urn.config import load_config
+    from urn.stages.segmentation import run_train
+
+    if phase not in (None, "seg1", "seg2"):
+        raise UrnError(f"--phase must be seg1 or seg2, got {phase!r}")
+    path = run_train(
+        load_config(config, overrides or []), out, phase=phase, resume=resume, device=device, quiet=quiet
+    )
+    typer.echo(f"checkpoint: {path}")
+
+
+@app.command("eval")
+def evaluate(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.pt).")] = Path("runs/train/last.pt"),
+    split: Annotated[str | None, typer.Option(help="Split to score (default: data.val_split).")] = None,
+    ms: Annotated[
+        bool | None, typer.Option("--ms/--no-ms", help="Multi-scale (infer.scales) or scale 1.0 only.")
+    ] = None,
+    flip: Annotated[
+        bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.")
+    ] = None,
+    crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense-CRF post-processing.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write metrics.json (and predictions with --save) here.")
+    ] = None,
+    save: Annotated[bool, typer.Option("--save", help="Also write the predicted masks.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a checkpoint on a split: per-class IoU table ending with `mIoU=XX.XX`."""
+    from urn.config import load_config
+    from urn.stages.segmentation import run_eval
+
+    cfg = load_config(config, overrides or [])
+    if ms is False:
+        cfg.infer.scales = (1.0,)
+    if flip is not None:
+        cfg.infer.flip = flip
+    if crf is not None:
+        cfg.infer.crf = crf
+    table, _ = run_eval(
+        cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet
+    )
+    typer.echo(table)
+
+
+@app.command()
+def predict(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.pt).")] = Path("runs/train/last.pt"),
+    split: Annotated[str, typer.Option(help="Split to predict.")] = "test",
+    out: OutOpt = Path("runs/predict"),
+    voc_server: Annotated[
+        bool, typer.Option("--voc-server/--plain", help="VOC server layout + tar.gz, or OUT/predictions/.")
+    ] = True,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write palette PNG predictions (VOC evaluation-server layout and tarball by default)."""
+    from urn.config import load_config
+    from urn.stages.segmentation import run_predict
+
+    folder = run_predict(
+        load_config(config, overrides or []),
+        checkpoint,
+        out,
+        split=split,
+        voc_server=voc_server,
+        device=device,
+        quiet=quiet,
+    )
+    typer.echo(f"predictions: {folder}")
+
+
+@app.command()
+def uncertainty(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Seg-1 checkpoint whose 12-view predictions are used.")
+    ] = None,
+    probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of a checkpoint: folder of <id>.npy (C, H, W) probabilities from any method."
+        ),
+    ] = None,
+    out: OutOpt = Path("runs/uncertainty"),
+    limit: Annotated[int | None, typer.Option(help="Only the first N images (a quick look).")] = None,
+    reference_format: Annotated[
+        bool, typer.Option("--reference-format", help="Also write the reference's 3-channel PNGs.")
+    ] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Cyclic pseudo-masks + per-pixel uncertainty by response scaling (URN)."""
+    from urn.config import load_config
+    from urn.stages.uncertainty import run_uncertainty
+
+    cfg = load_config(config, overrides or [])
+    if reference_format:
+        cfg.uncertainty.reference_format = True
+    folder = run_uncertainty(
+        cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet
+    )
+    typer.echo(f"cyclic masks: {folder / 'masks'}\nuncertainty: {folder / 'uncertainty'}")
 
 
 def main() -> None:

@@ -154,7 +154,9 @@ class UncertaintyConfig:
 class CAMConfig:
     """Multi-label CAM classifier and CAM inference."""
 
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet18", output_stride=16))
+    backbone: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(name="resnet18", output_stride=16)
+    )
     network: Literal["plain", "seam"] = "plain"
     iters: int = 2000
     batch_size: int = 16
@@ -171,6 +173,23 @@ class CAMConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     multi_crop: bool = False
+    # Q1: PMM's PolyOptimizer puts weight_decay into SGD's momentum slot, so the reference trains
+    # with momentum = weight_decay (~0). Its learning rates (x2 biases, x10/x20 head) were tuned
+    # that way, and momentum 0.9 on top multiplies the effective step by ~10, so True is the
+    # default: `momentum` is then ignored. False uses `momentum` as written.
+    momentum_quirk: bool = True
+    head_dropout: float = 0.0  # Dropout2d before the classifier (WRN-38 reference: 0.5)
+    freeze_bn: bool = False  # backbone norm layers in eval mode, affine frozen (reference: True)
+    freeze_stem: bool = False  # stem + first stage frozen (reference: True)
+    seam_scale: float = 0.3  # size ratio of SEAM's second view
+    color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
+    heat_dir: str | None = None  # heat maps (`urn cam infer --heat-out`): heat-guided multi-crop training
+    crop_scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)
+    crop_stride: int = 300  # multi-crop tiling stride (tiles are crop_size)
+    batch_views: int = 8  # inference: views (scales/flips/tiles) per forward
+    heat_alpha: float = 24.0  # background power of the heat-map CRF (stage 2)
+    num_workers: int = 2
+    eval_val: bool = True  # classification mAP/F1 on data.val_split at the end of training
 
 
 @dataclass
@@ -189,6 +208,7 @@ class PMMConfig:
     crf_bilateral_srgb: float = 13.0
     crf_bilateral_compat: float = 10.0
     crf_iters: int = 10
+    num_workers: int = 0  # worker processes for CRF + merging (0: in process)
 
 
 @dataclass
@@ -288,9 +308,7 @@ def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") 
         names = {f.name: f for f in dataclasses.fields(obj)}
         path = ".".join(parts[: i + 1])
         if part not in names:
-            raise ConfigError(
-                f"{where}: unknown key '{path}' (allowed: {', '.join(names)})"
-            )
+            raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(names)})")
         if i == len(parts) - 1:
             hint = _field_types(type(obj))[part]
             section = getattr(obj, part)

@@ -98,15 +98,19 @@ class ConfusionMatrix:
 
     def table(self, class_names: list[str] | None = None) -> str:
         """A per-class table ending with the line ``mIoU=XX.XX``."""
-        s = self.compute()
-        names = class_names or [str(i) for i in range(self.num_classes)]
-        width = max(12, max(len(n) for n in names) + 2)
-        lines = [f"{'class':<{width}}{'IoU':>8}{'acc':>8}"]
-        for name, iou, acc in zip(names, s.iou, s.class_acc, strict=True):
-            if np.isnan(iou):
-                continue  # absent from both gt and prediction: not part of the mean
-            acc_text = "-" if np.isnan(acc) else f"{acc * 100:.2f}"
-            lines.append(f"{name:<{width}}{iou * 100:>8.2f}{acc_text:>8}")
-        lines.append(f"pixel_acc={s.pixel_acc * 100:.2f}")
-        lines.append(f"mIoU={s.miou * 100:.2f}")
-        return "\n".join(lines)
+        return format_scores(self.compute(), class_names)
+
+
+def format_scores(s: Scores, class_names: list[str] | None = None) -> str:
+    """Per-class IoU/accuracy table (classes absent from gt and prediction omitted), ending ``mIoU=XX.XX``."""
+    names = class_names or [str(i) for i in range(len(s.iou))]
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [f"{'class':<{width}}{'IoU':>8}{'acc':>8}"]
+    for name, iou, acc in zip(names, s.iou, s.class_acc, strict=True):
+        if np.isnan(iou):
+            continue  # absent from both gt and prediction: not part of the mean
+        acc_text = "-" if np.isnan(acc) else f"{acc * 100:.2f}"
+        lines.append(f"{name:<{width}}{iou * 100:>8.2f}{acc_text:>8}")
+    lines.append(f"pixel_acc={s.pixel_acc * 100:.2f}")
+    lines.append(f"mIoU={s.miou * 100:.2f}")
+    return "\n".join(lines)

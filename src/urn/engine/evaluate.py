@@ -30,7 +30,9 @@ def quick_infer_config(cfg: InferConfig) -> InferConfig:
     return dataclasses.replace(cfg, scales=(1.0,), flip=False, mode="whole", crf=False)
 
 
-def segment(model: torch.nn.Module, image: np.ndarray, cfg: Config, infer: InferConfig, info: DistInfo) -> tuple[np.ndarray, np.ndarray]:
+def segment(
+    model: torch.nn.Module, image: np.ndarray, cfg: Config, infer: InferConfig, info: DistInfo
+) -> tuple[np.ndarray, np.ndarray]:
     """Run inference on one image.
 
     Returns:
@@ -112,7 +114,13 @@ def predict_split(
         remove_stale_temps(target)
     ids = distributed.shard(layout.ids(split), info)
     todo = [i for i in ids if not _complete_png(target / f"{i}.png")]
-    bar = progress_bar(total=len(ids), initial=len(ids) - len(todo), desc=f"predict {split}", unit="img", disable=quiet or not info.is_main)
+    bar = progress_bar(
+        total=len(ids),
+        initial=len(ids) - len(todo),
+        desc=f"predict {split}",
+        unit="img",
+        disable=quiet or not info.is_main,
+    )
     for image_id in todo:
         image = layout.read_image(image_id)
         _, mask = segment(model, image, cfg, cfg.infer, info)
@@ -121,7 +129,10 @@ def predict_split(
     bar.close()
     distributed.barrier()
     if voc_server and info.is_main:
-        with atomic_open(Path(out) / "results.tar.gz", "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        with (
+            atomic_open(Path(out) / "results.tar.gz", "wb") as fh,
+            tarfile.open(fileobj=fh, mode="w:gz") as tar,
+        ):
             tar.add(Path(out) / "results", arcname="results")
     return target
 

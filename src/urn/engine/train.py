@@ -8,6 +8,7 @@ supervised run), ``log.jsonl`` (one JSON object per logged iteration / validatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -60,10 +61,9 @@ class _StopRequest:
 
     def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # signal() raises ValueError outside the main thread (e.g. some test runners): no handler then.
+            with contextlib.suppress(ValueError):
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside some test runners)
-                pass
         return self
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -144,7 +144,9 @@ def train_segmentor(
         return out / LAST
     ddp_model: torch.nn.Module = model
     if info.distributed:
-        ddp_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
 
     sampler = KeyBatchSampler(
         len(dataset),
@@ -195,7 +197,9 @@ def train_segmentor(
                 bad_samples += 1
                 if bad_samples > cfg.data.skip_bad_samples:
                     if cfg.data.skip_bad_samples:
-                        message += f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
+                        message += (
+                            f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
+                        )
                     raise UrnError(message)
                 _log(log_path, {"iter": it, "skipped_sample": message}, info.is_main)
             lr = poly_lr(tcfg.lr, it, tcfg.iters, tcfg.poly_power, tcfg.min_lr)
