@@ -202,6 +202,103 @@ def uncertainty(
     typer.echo(f"cyclic masks: {folder / 'masks'}\nuncertainty: {folder / 'uncertainty'}")
 
 
+@app.command("uncertainty-report")
+def uncertainty_report(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    uncertainty_dir: Annotated[
+        Path, typer.Option("--uncertainty", help="Output folder of `urn uncertainty`.")
+    ] = Path("runs/uncertainty"),
+    pseudo_masks: Annotated[Path | None, typer.Option(help="The original pseudo-masks, to compare.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split (default: uncertainty.split).")] = None,
+    out: OutOpt = Path("runs/uncertainty_report"),
+    grid: Annotated[int, typer.Option(help="Rows in the most-uncertain grid.")] = 6,
+) -> None:
+    """Score the uncertainty against ground truth: AUROC, AP, error by decile, grid image (evaluation only)."""
+    import json
+
+    from urn.config import load_config
+    from urn.data.layout import DatasetLayout
+    from urn.stages.uncertainty_report import build_uncertainty_report
+
+    cfg = load_config(config, overrides or [])
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    report = build_uncertainty_report(
+        layout,
+        split or cfg.uncertainty.split,
+        uncertainty_dir,
+        out,
+        pseudo_mask_dir=pseudo_masks,
+        grid_images=grid,
+    )
+    typer.echo(json.dumps(report, indent=2))
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    out: OutOpt = Path("runs/run"),
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="First stage to run (earlier ones must be complete).")
+    ] = None,
+    until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The whole pipeline: CAMs -> PMM pseudo-masks -> Seg-1 -> uncertainty -> Seg-2 -> evaluation -> report."""
+    import json
+
+    from urn.config import load_config
+    from urn.stages.pipeline import run_pipeline
+
+    metrics = run_pipeline(
+        load_config(config, overrides or []),
+        out,
+        from_stage=from_stage,
+        until_stage=until_stage,
+        device=device,
+        quiet=quiet,
+    )
+    if metrics:
+        typer.echo(json.dumps(metrics.get("miou", {}), indent=2))
+    if (out / "report.html").is_file():
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("runs/demo"),
+    data: Annotated[Path, typer.Option(help="Where the demo dataset is (made if missing).")] = Path(
+        "data/demo"
+    ),
+    overrides: OverridesArg = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make the demo dataset (if needed) and run the whole pipeline on it with the `demo` preset."""
+    from urn.config import load_config
+    from urn.data.check import check_dataset
+    from urn.data.demo import make_demo
+    from urn.stages.pipeline import run_pipeline
+
+    if not (data / "ImageSets").is_dir():
+        typer.echo(f"making the demo dataset in {data}")
+        make_demo(data)
+    problems = check_dataset(data, "train")
+    if problems:
+        raise UrnError(f"{data}: demo data has problems, e.g. {problems[0]}")
+    cfg = load_config("demo", [f"data.root={data}", *(overrides or [])])
+    metrics = run_pipeline(cfg, out, device=device, quiet=quiet)
+    typer.echo(
+        "mIoU (%): "
+        + ", ".join(
+            f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items()
+        )
+    )
+    typer.echo(f"report: {out / 'report.html'}")
+
+
 def main() -> None:
     """Entry point of the ``urn`` program."""
     _register_subapps()

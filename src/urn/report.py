@@ -1,0 +1,229 @@
+"""``report.html``: one self-contained page (images embedded) summarising a pipeline run.
+
+Sections: per-stage mIoU, per-class IoU of Seg-1 and Seg-2, training curves, the uncertainty report
+(AUROC, error by uncertainty decile, most uncertain training images), and a gallery of val images:
+image | pseudo-mask | uncertainty | Seg-1 | Seg-2 | ground truth.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from urn.config import Config
+from urn.io import atomic_write_text, colorize, read_mask
+
+GALLERY_IMAGES = 6
+
+
+def _png_uri(array_or_path: np.ndarray | Path) -> str:
+    if isinstance(array_or_path, Path):
+        data = array_or_path.read_bytes()
+    else:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(array_or_path).save(buf, format="PNG")
+        data = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _img(src: np.ndarray | Path, alt: str, width: int | None = None) -> str:
+    w = f' width="{width}"' if width else ""
+    return f'<img src="{_png_uri(src)}" alt="{html.escape(alt)}"{w}>'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return html.escape(str(v))
+
+
+def _curves_png(run_dir: Path) -> np.ndarray | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for phase in ("cam_train", "seg1", "seg2"):
+        log = run_dir / phase / "log.jsonl"
+        if not log.is_file():
+            continue
+        pts = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "loss" in rec:
+                pts.append((rec["iter"], rec["loss"]))
+        if pts:
+            series[phase] = pts
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    for phase, pts in series.items():
+        x, y = zip(*pts, strict=True)
+        ax.plot(x, y, label=phase)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    from PIL import Image
+
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[tuple[str, np.ndarray]]]:
+    """For the first val images: the six columns, computed where they do not exist on disk."""
+    import torch
+
+    from urn.crf import CRFParams
+    from urn.data.layout import DatasetLayout
+    from urn.engine import distributed
+    from urn.engine.checkpoint import load_model_weights
+    from urn.engine.inference import predict_probs
+    from urn.models import build_segmentor
+    from urn.stages.uncertainty_report import heatmap
+    from urn.uncertainty_core import response_scaling
+
+    info = distributed.setup(device)
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    ids = layout.ids(cfg.data.val_split)[:GALLERY_IMAGES]
+    seg1 = build_segmentor(cfg.model, layout.classes.num_classes)
+    load_model_weights(seg1, run_dir / "seg1" / "last.pt")
+    seg1.to(info.device).eval()
+    rows = []
+    for image_id in ids:
+        image = layout.read_image(image_id)
+        with torch.no_grad():
+            probs = predict_probs(seg1, image, cfg.infer, info.device)
+        result = response_scaling(
+            image,
+            probs,
+            exponents=cfg.uncertainty.exponents,
+            params=CRFParams.from_config(cfg.crf),
+            backend=cfg.crf.backend,
+        )
+        pseudo = _val_pseudo_mask(cfg, run_dir, image_id, image)
+        cols = [
+            ("image", image),
+            ("pseudo-mask", colorize(pseudo) if pseudo is not None else np.full_like(image, 200)),
+            ("uncertainty", heatmap(result.uncertainty)),
+        ]
+        for phase in ("seg1", "seg2"):
+            pred = run_dir / "evaluate" / phase / "predictions" / f"{image_id}.png"
+            mask = (
+                layout.classes.to_train(read_mask(pred))
+                if pred.is_file()
+                else np.zeros(image.shape[:2], np.uint8)
+            )
+            cols.append((phase.replace("seg", "Seg-"), colorize(mask)))
+        try:
+            cols.append(("ground truth", colorize(layout.read_gt(image_id))))
+        except Exception:
+            cols.append(("ground truth", np.full_like(image, 200)))
+        rows.append([(f"{image_id}: {name}", arr) for name, arr in cols])
+    return rows
+
+
+def _val_pseudo_mask(cfg: Config, run_dir: Path, image_id: str, image: np.ndarray) -> np.ndarray | None:
+    """The PMM pseudo-mask of a val image from this run's CAM classifier (None with user masks)."""
+    ckpt = run_dir / "cam_train" / "last.pt"
+    if not ckpt.is_file():
+        return None
+    from urn.cam.make_masks import pseudo_mask_for_image
+
+    return pseudo_mask_for_image(cfg, ckpt, image_id, image)
+
+
+def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Path:
+    """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    miou = metrics.get("miou", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>urn report</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+        "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated}"
+        ".gallery td{padding:2px}.gallery img{display:block}</style></head><body>",
+        f"<h1>urn run: {html.escape(cfg.name)}</h1>",
+        f"<p>Dataset <code>{html.escape(cfg.data.root)}</code>, backbone "
+        f"<code>{html.escape(cfg.model.backbone.name)}</code>, head <code>{html.escape(cfg.model.head)}</code>.</p>",
+        "<h2>mIoU by stage</h2><table id='miou'><tr><th>stage</th><th>split</th><th>mIoU (%)</th></tr>",
+    ]
+    labels = {
+        "pseudo_masks": ("PMM pseudo-masks", "train"),
+        "cyclic_masks": ("cyclic masks", "train"),
+        "seg1": ("Seg-1 (PUS)", "val"),
+        "seg2": ("Seg-2 (URN)", "val"),
+    }
+    for key, (label, split) in labels.items():
+        parts.append(f"<tr><td>{label}</td><td>{split}</td><td>{_fmt(miou.get(key))}</td></tr>")
+    parts.append("</table>")
+    per_class = metrics.get("per_class_iou", {})
+    if per_class:
+        names = list(next(iter(per_class.values())).keys())
+        parts.append(
+            "<h2>Per-class IoU (val)</h2><table id='per-class'><tr><th>class</th>"
+            + "".join(f"<th>{p}</th>" for p in per_class)
+            + "</tr>"
+        )
+        for name in names:
+            parts.append(
+                f"<tr><td>{html.escape(name)}</td>"
+                + "".join(f"<td>{_fmt(per_class[p].get(name))}</td>" for p in per_class)
+                + "</tr>"
+            )
+        parts.append("</table>")
+    curves = _curves_png(run_dir)
+    if curves is not None:
+        parts.append("<h2>Training curves</h2>" + _img(curves, "training curves"))
+    unc = metrics.get("uncertainty")
+    udir = run_dir / "evaluate" / "uncertainty_report"
+    if unc:
+        parts.append("<h2>Does the uncertainty find the pseudo-mask noise?</h2><table id='uncertainty'>")
+        for k, v in unc.items():
+            parts.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
+        parts.append("</table>")
+        for name, alt in (
+            ("error_by_decile.png", "error rate by uncertainty decile"),
+            ("most_uncertain.png", "most uncertain training images"),
+        ):
+            if (udir / name).is_file():
+                parts.append(f"<p>{html.escape(alt)}</p>" + _img(udir / name, alt))
+    parts.append(
+        "<h2>Gallery (val)</h2><table class='gallery'><tr>"
+        + "".join(
+            f"<th>{c}</th>" for c in ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth")
+        )
+        + "</tr>"
+    )
+    for row in _gallery_rows(cfg, run_dir, device):
+        parts.append("<tr>" + "".join(f"<td>{_img(arr, alt)}</td>" for alt, arr in row) + "</tr>")
+    parts.append("</table>")
+    seconds = metrics.get("seconds", {})
+    if seconds:
+        parts.append("<h2>Time per stage</h2><table id='seconds'><tr><th>stage</th><th>seconds</th></tr>")
+        parts += [f"<tr><td>{k}</td><td>{v:.1f}</td></tr>" for k, v in seconds.items()]
+        parts.append("</table>")
+    for note in metrics.get("notes", []):
+        parts.append(f"<p><em>{html.escape(note)}</em></p>")
+    parts.append("</body></html>")
+    path = run_dir / "report.html"
+    atomic_write_text(path, "\n".join(parts))
+    return path
