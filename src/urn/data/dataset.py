@@ -1,0 +1,208 @@
+"""PyTorch datasets: segmentation training samples (image, target, per-pixel weight) and plain images.
+
+Training targets come from a pseudo-mask folder (weak supervision, the default) or from ground truth
+(``fully_supervised=True``, the upper bound). Ground truth is never opened otherwise, so weak training
+cannot leak it.
+
+Files read from ``target_dir`` (``<id>.png``):
+
+- a single-channel PNG (palette or grey) of label values, as stored on disk (raw ids; see
+  :mod:`urn.data.classes`), 255 = ignore; or
+- the reference's 3-channel URN PNG, written by ``cv2.imwrite`` from ``[label, w, w]``, so that on disk
+  R = w, G = w, B = label: the label is channel 2 of an RGB read (quirk Q21).
+
+Files read from ``uncertainty_dir`` (optional; without it every weight is 1):
+
+- ``<id>.npy``: float HxW normalised uncertainty U in [0, 1]; weight = 1 - U; or
+- ``<id>.png``: the reference 3-channel PNG (weight = R byte / 255) or an 8-bit grey PNG (byte / 255).
+
+A relative folder is looked up in the working directory first, then under the dataset root (the
+reference keeps ``ppmg/`` and ``urn_r2n/`` inside the root). Weights returned are soft values in
+[0, 1]; turning them into the reference's hard {0.05, 1} weighting is the loss's job. Padded pixels
+have weight 0 and target 255.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from urn.data.layout import DatasetLayout, read_target, read_weight, resolve_dir
+from urn.data.transforms import Normalize, Sample, Transform, eval_transforms
+from urn.errors import DataError, UrnError
+
+_NORMALIZE = Normalize()
+__all__ = [
+    "ImageDataset",
+    "SegmentationDataset",
+    "collate",
+    "read_target",
+    "read_weight",
+    "resolve_dir",
+]
+
+
+def _wxh(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    # PIL-backed arrays are read-only; transforms and torch.from_numpy want to own their memory.
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _to_tensors(sample: Sample) -> Sample:
+    if sample["image"].dtype == np.uint8:
+        sample = _NORMALIZE(sample)  # a transform without Normalize still yields a normalised image
+    out = dict(sample)
+    out["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1)))
+    if "target" in sample:
+        out["target"] = torch.from_numpy(sample["target"].astype(np.int64))
+    if "weight" in sample:
+        out["weight"] = torch.from_numpy(np.ascontiguousarray(sample["weight"], dtype=np.float32))
+    return out
+
+
+# --------------------------------------------------------------------------------------- datasets
+class SegmentationDataset(Dataset):
+    """Training/validation samples: image, target and per-pixel weight.
+
+    Args:
+        layout: the dataset.
+        split: split name (ids are read from its split file).
+        target_dir: pseudo-mask folder; required unless ``fully_supervised``.
+        uncertainty_dir: optional folder of per-pixel uncertainty/weights.
+        fully_supervised: use ground truth as targets (``target_dir`` is then not used).
+        transform: applied to the numpy sample with a per-key generator; None = Normalize only.
+        seed: base seed (>= 0) of the per-sample generators.
+
+    ``dataset[key]`` reads index ``key % len`` and augments it with
+    ``np.random.default_rng((seed, key))``: a sampler passing ``epoch * len + i`` gets fresh but
+    reproducible augmentations every epoch, in any worker process.
+
+    Items: ``image`` float32 (3, H, W) normalised; ``target`` int64 (H, W) (255 = ignore); ``weight``
+    float32 (H, W) (1.0 without an uncertainty folder, 0 on padding); ``id`` str; ``index`` int.
+    """
+
+    def __init__(
+        self,
+        layout: DatasetLayout,
+        split: str,
+        *,
+        target_dir: str | Path | None,
+        uncertainty_dir: str | Path | None = None,
+        fully_supervised: bool = False,
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not fully_supervised and target_dir is None:
+            raise UrnError("no pseudo-mask folder: set data.pseudo_masks or data.fully_supervised=true")
+        if seed < 0:
+            raise UrnError(f"seed must be >= 0, got {seed}")
+        self.layout = layout
+        self.split = split
+        self.ids = layout.ids(split)
+        self.fully_supervised = fully_supervised
+        self.target_dir = None if fully_supervised else resolve_dir(target_dir, layout, "pseudo-mask")  # type: ignore[arg-type]
+        self.uncertainty_dir = None if uncertainty_dir is None else resolve_dir(uncertainty_dir, layout, "uncertainty")
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def target_path(self, image_id: str) -> Path:
+        """The file the target of ``image_id`` is read from."""
+        if self.target_dir is None:
+            return self.layout.gt_path(image_id)
+        return self.target_dir / f"{image_id}.png"
+
+    def load(self, index: int) -> Sample:
+        """The un-augmented numpy sample of ``index`` (image uint8 RGB, target uint8, weight float32).
+
+        Raises:
+            DataError: any file missing, unreadable, out of range or of the wrong size.
+        """
+        image_id = self.ids[index]
+        image = _writable(self.layout.read_image(image_id))
+        size = image.shape[:2]
+        if self.target_dir is None:
+            target_path = self.layout.gt_path(image_id)
+            target = self.layout.read_gt(image_id)
+        else:
+            target_path = self.target_dir / f"{image_id}.png"
+            target, _ = read_target(target_path, self.layout)
+        if target.shape != size:
+            raise DataError(target_path, f"mask size {_wxh(target.shape)} != image size {_wxh(size)}")
+        if self.uncertainty_dir is None:
+            weight = np.ones(size, dtype=np.float32)
+        else:
+            weight, weight_path = read_weight(self.uncertainty_dir, image_id)
+            if weight.shape != size:
+                raise DataError(weight_path, f"weight size {_wxh(weight.shape)} != image size {_wxh(size)}")
+        return {"image": image, "target": target, "weight": weight, "id": image_id, "index": index}
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        key = int(key)
+        if key < 0:
+            raise IndexError(f"negative key {key}")
+        index = key % len(self.ids)
+        sample = self.load(index)
+        if self.transform is not None:
+            sample = self.transform(sample, np.random.default_rng((self.seed, key)))
+        return _to_tensors(sample)
+
+
+class ImageDataset(Dataset):
+    """Images only (no targets), for CAM and segmentation inference.
+
+    Args:
+        layout: the dataset.
+        split: split name.
+        transform: applied to ``{"image": uint8 RGB}``; None = Normalize only.
+        seed: base seed of the per-item generators (for a random transform).
+
+    Items: ``image`` float32 (3, H', W') after the transform; ``rgb`` uint8 (H, W, 3) tensor, the
+    original image (for CRFs and overlays); ``size`` ``(H, W)`` original size; ``id`` str; ``index`` int.
+    """
+
+    def __init__(self, layout: DatasetLayout, split: str, *, transform: Transform | None = None, seed: int = 0) -> None:
+        self.layout = layout
+        self.split = split
+        self.ids = layout.ids(split)
+        self.transform = transform if transform is not None else eval_transforms()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        image_id = self.ids[index]
+        image = _writable(self.layout.read_image(image_id))
+        sample = self.transform({"image": image}, np.random.default_rng((self.seed, index % len(self))))
+        out = _to_tensors(sample)
+        out.update(rgb=torch.from_numpy(image), size=image.shape[:2], id=image_id, index=index)
+        return out
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch a list of items: equal-shape tensors are stacked, ints become a tensor, the rest lists.
+
+    Images of different sizes (inference) therefore come back as a list of tensors.
+    """
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        first = values[0]
+        if isinstance(first, torch.Tensor) and all(v.shape == first.shape for v in values):
+            out[key] = torch.stack(values)
+        elif isinstance(first, int) and not isinstance(first, bool):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        else:
+            out[key] = values
+    return out
