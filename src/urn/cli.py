@@ -30,7 +30,14 @@ OverridesArg = Annotated[
 ]
 
 
+_registered = False
+
+
 def _register_subapps() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from urn.data.cli import data_app
 
     app.add_typer(data_app, name="data", help="Demo data, image-level labels, dataset checks.")
@@ -57,13 +64,9 @@ def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
 def score_masks(
     pred_dir: Annotated[Path, typer.Argument(help="Folder of predicted <id>.png class-index masks.")],
     gt_dir: Annotated[Path, typer.Argument(help="Folder of ground-truth <id>.png masks (255 = ignore).")],
-    ids: Annotated[
-        Path | None, typer.Option(help="Split file of ids to score (default: all GT files).")
-    ] = None,
+    ids: Annotated[Path | None, typer.Option(help="Split file of ids to score (default: all GT files).")] = None,
     classes: Annotated[Path | None, typer.Option(help="classes.txt (default: VOC's 21).")] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the scores to this JSON file.")
-    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores to this JSON file.")] = None,
 ) -> None:
     """Score a folder of predicted masks against ground truth; ends with `mIoU=XX.XX`."""
     from urn.scoring import score_mask_folders
@@ -96,9 +99,7 @@ def train(
 
     if phase not in (None, "seg1", "seg2"):
         raise UrnError(f"--phase must be seg1 or seg2, got {phase!r}")
-    path = run_train(
-        load_config(config, overrides or []), out, phase=phase, resume=resume, device=device, quiet=quiet
-    )
+    path = run_train(load_config(config, overrides or []), out, phase=phase, resume=resume, device=device, quiet=quiet)
     typer.echo(f"checkpoint: {path}")
 
 
@@ -111,13 +112,9 @@ def evaluate(
     ms: Annotated[
         bool | None, typer.Option("--ms/--no-ms", help="Multi-scale (infer.scales) or scale 1.0 only.")
     ] = None,
-    flip: Annotated[
-        bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.")
-    ] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Add horizontally flipped views.")] = None,
     crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="Dense-CRF post-processing.")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write metrics.json (and predictions with --save) here.")
-    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write metrics.json (and predictions with --save) here.")] = None,
     save: Annotated[bool, typer.Option("--save", help="Also write the predicted masks.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -133,9 +130,7 @@ def evaluate(
         cfg.infer.flip = flip
     if crf is not None:
         cfg.infer.crf = crf
-    table, _ = run_eval(
-        cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet
-    )
+    table, _ = run_eval(cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet)
     typer.echo(table)
 
 
@@ -177,9 +172,7 @@ def uncertainty(
     ] = None,
     probs: Annotated[
         Path | None,
-        typer.Option(
-            help="Instead of a checkpoint: folder of <id>.npy (C, H, W) probabilities from any method."
-        ),
+        typer.Option(help="Instead of a checkpoint: folder of <id>.npy (C, H, W) probabilities from any method."),
     ] = None,
     out: OutOpt = Path("runs/uncertainty"),
     limit: Annotated[int | None, typer.Option(help="Only the first N images (a quick look).")] = None,
@@ -196,9 +189,7 @@ def uncertainty(
     cfg = load_config(config, overrides or [])
     if reference_format:
         cfg.uncertainty.reference_format = True
-    folder = run_uncertainty(
-        cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet
-    )
+    folder = run_uncertainty(cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet)
     typer.echo(f"cyclic masks: {folder / 'masks'}\nuncertainty: {folder / 'uncertainty'}")
 
 
@@ -206,9 +197,9 @@ def uncertainty(
 def uncertainty_report(
     config: ConfigArg,
     overrides: OverridesArg = None,
-    uncertainty_dir: Annotated[
-        Path, typer.Option("--uncertainty", help="Output folder of `urn uncertainty`.")
-    ] = Path("runs/uncertainty"),
+    uncertainty_dir: Annotated[Path, typer.Option("--uncertainty", help="Output folder of `urn uncertainty`.")] = Path(
+        "runs/uncertainty"
+    ),
     pseudo_masks: Annotated[Path | None, typer.Option(help="The original pseudo-masks, to compare.")] = None,
     split: Annotated[str | None, typer.Option(help="Split (default: uncertainty.split).")] = None,
     out: OutOpt = Path("runs/uncertainty_report"),
@@ -269,9 +260,7 @@ def run(
 @app.command()
 def demo(
     out: OutOpt = Path("runs/demo"),
-    data: Annotated[Path, typer.Option(help="Where the demo dataset is (made if missing).")] = Path(
-        "data/demo"
-    ),
+    data: Annotated[Path, typer.Option(help="Where the demo dataset is (made if missing).")] = Path("data/demo"),
     overrides: OverridesArg = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -292,18 +281,19 @@ def demo(
     metrics = run_pipeline(cfg, out, device=device, quiet=quiet)
     typer.echo(
         "mIoU (%): "
-        + ", ".join(
-            f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items()
-        )
+        + ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items())
     )
     typer.echo(f"report: {out / 'report.html'}")
 
 
-def main() -> None:
-    """Entry point of the ``urn`` program."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``urn`` program (``argv`` defaults to ``sys.argv[1:]``).
+
+    Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C.
+    """
     _register_subapps()
     try:
-        app()
+        app(args=argv, prog_name="urn")
     except UrnError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USER_ERROR)
