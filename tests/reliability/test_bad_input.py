@@ -8,10 +8,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
-
 from tests.reliability.conftest import assert_no_temp_files, assert_user_error
 
 SPLIT = "ImageSets/Segmentation/train.txt"
