@@ -94,8 +94,6 @@ def test_small_image_is_run_whole_in_slide_mode():
 @pytest.mark.parametrize("n", [1, 2])
 def test_probabilities_sum_to_one(n):
     image = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
-    cfg = InferConfig(
-        mode="slide", crop_size=8, stride=6, base_size=(16, 12), scales=(1.0, 1.25)[:n], flip=True
-    )
+    cfg = InferConfig(mode="slide", crop_size=8, stride=6, base_size=(16, 12), scales=(1.0, 1.25)[:n], flip=True)
     probs = predict_probs(Constant([0.3, -1.0]), image, cfg, torch.device("cpu"))
     np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)

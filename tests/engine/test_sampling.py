@@ -40,10 +40,23 @@ def test_poly_lr_hand_values():
     assert poly_lr(0.01, 100, 100, 0.9, 1e-4) == pytest.approx(1e-4)
 
 
-def test_collate_reports_bad_samples():
+def test_bad_samples_are_replaced_and_reported():
     import torch
 
-    good = {"image": torch.zeros(3, 2, 2), "target": torch.zeros(2, 2), "weight": torch.ones(2, 2), "id": "a"}
-    batch = collate_tolerant([good, {"error": "x.jpg: unreadable image"}])
-    assert batch["errors"] == ["x.jpg: unreadable image"]
-    assert batch["image"].shape == (1, 3, 2, 2) and batch["id"] == ["a"]
+    from urn.engine.sampling import TolerantDataset
+    from urn.errors import DataError
+
+    class Half:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, key):
+            if key % 2:
+                raise DataError(f"img{key}.jpg", "unreadable image")
+            z = torch.zeros(2, 2)
+            return {"image": torch.zeros(3, 2, 2), "target": z, "weight": z, "id": f"img{key}"}
+
+    ds = TolerantDataset(Half())
+    batch = collate_tolerant([ds[0], ds[1]])
+    assert batch["errors"] == ["img1.jpg: unreadable image"]
+    assert batch["id"] == ["img0", "img2"] and batch["image"].shape == (2, 3, 2, 2)

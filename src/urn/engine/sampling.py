@@ -70,11 +70,15 @@ class KeyBatchSampler(Sampler[list[int]]):
 
 
 class TolerantDataset(Dataset):
-    """Wraps a dataset so a bad sample becomes a record of its error instead of killing a worker.
+    """Wraps a dataset so a bad sample is reported instead of killing a worker.
 
-    The training loop decides what to do with it (``data.skip_bad_samples``). Exceptions other
-    than :class:`DataError` are bugs and propagate.
+    A sample that raises :class:`DataError` is replaced by the next index (so the batch keeps its
+    size: PSP's 1x1 pooling bin cannot normalise a batch of one), and its message travels with the
+    batch in ``"errors"``; the training loop decides whether that is allowed
+    (``data.skip_bad_samples``). Exceptions other than :class:`DataError` are bugs and propagate.
     """
+
+    MAX_SUBSTITUTES = 16
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -83,16 +87,21 @@ class TolerantDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: int) -> dict[str, Any]:
-        try:
-            return self.dataset[key]
-        except DataError as exc:
-            return {"error": str(exc)}
+        errors: list[str] = []
+        for offset in range(self.MAX_SUBSTITUTES):
+            try:
+                sample = self.dataset[key + offset]
+            except DataError as exc:
+                errors.append(str(exc))
+                continue
+            return {**sample, "errors": errors}
+        return {"errors": errors}
 
 
 def collate_tolerant(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack good samples; bad ones are reported in ``batch["errors"]`` (a list of messages)."""
-    good = [s for s in samples if "error" not in s]
-    batch: dict[str, Any] = {"errors": [s["error"] for s in samples if "error" in s]}
+    """Stack the samples; the messages of bad ones (replaced or dropped) are in ``batch["errors"]``."""
+    good = [s for s in samples if "image" in s]
+    batch: dict[str, Any] = {"errors": [e for s in samples for e in s["errors"]]}
     if good:
         for key in ("image", "target", "weight"):
             batch[key] = torch.stack([s[key] for s in good])

@@ -116,6 +116,13 @@ def train_segmentor(
     )
     if tcfg.batch_size % info.world_size:
         raise UrnError(f"train.batch_size={tcfg.batch_size} is not divisible by {info.world_size} processes")
+    synced = cfg.model.sync_bn and info.distributed and info.device.type == "cuda"
+    if tcfg.batch_size // info.world_size < 2 and not synced:
+        # BatchNorm after the PSP 1x1 pooling bin sees one value per channel with one sample.
+        raise UrnError(
+            f"train.batch_size={tcfg.batch_size} over {info.world_size} processes leaves one image per process; "
+            "BatchNorm needs at least 2 (or model.sync_bn=true on GPUs)"
+        )
 
     # 2. model, loss, optimizer
     torch.manual_seed(tcfg.seed)
@@ -197,9 +204,7 @@ def train_segmentor(
                 bad_samples += 1
                 if bad_samples > cfg.data.skip_bad_samples:
                     if cfg.data.skip_bad_samples:
-                        message += (
-                            f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
-                        )
+                        message += f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
                     raise UrnError(message)
                 _log(log_path, {"iter": it, "skipped_sample": message}, info.is_main)
             lr = poly_lr(tcfg.lr, it, tcfg.iters, tcfg.poly_power, tcfg.min_lr)

@@ -1,0 +1,174 @@
+"""Segmentation training: runs, resumes exactly, stops cleanly, refuses NaN, runs under torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from urn.config import load_config
+from urn.engine.checkpoint import load_checkpoint
+from urn.errors import TrainingError, UrnError
+from urn.stages.segmentation import run_train
+
+TINY = [
+    "model.backbone.name=resnet18",
+    "model.backbone.weights=null",
+    "model.head_channels=16",
+    "model.aux_channels=8",
+    "data.crop_size=32",
+    "data.base_size=[64, 48]",
+    "data.num_workers=0",
+    "train.batch_size=2",
+    "train.iters=6",
+    "train.ckpt_every=2",
+    "train.log_every=1",
+    "train.val_every=0",
+    "train.lr=0.01",
+]
+
+
+def tiny_config(root: Path, *extra: str):
+    return load_config("demo", [f"data.root={root}", "data.fully_supervised=true", *TINY, *extra])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigterm_saves_and_resume_is_exact(demo_root, tmp_path, monkeypatch):
+    full = run_train(tiny_config(demo_root), tmp_path / "full", quiet=True)
+    import urn.engine.train as train_module
+
+    real_poly = train_module.poly_lr
+
+    def poly_then_term(base, it, total, power, min_lr):
+        if it == 3:  # a SIGTERM arrives during iteration 4
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_poly(base, it, total, power, min_lr)
+
+    monkeypatch.setattr(train_module, "poly_lr", poly_then_term)
+    with pytest.raises(UrnError, match="stopped by signal .* at iteration 4; checkpoint saved"):
+        run_train(tiny_config(demo_root), tmp_path / "cut", quiet=True)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 4
+    monkeypatch.setattr(train_module, "poly_lr", real_poly)
+    resumed = run_train(tiny_config(demo_root), tmp_path / "cut", resume=True, quiet=True)
+    _assert_same(_weights(full), _weights(resumed))
+    iters = [line for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(iters) == 6  # the log reads like one clean run
+
+
+def test_sigkill_and_resume_gives_identical_weights(demo_root, tmp_path):
+    """Kill the real process at whatever point it has reached after its first checkpoint."""
+    full = run_train(tiny_config(demo_root), tmp_path / "full", quiet=True)
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "urn",
+        "train",
+        "demo",
+        f"data.root={demo_root}",
+        "data.fully_supervised=true",
+        *TINY,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import time
+
+        deadline = time.time() + 120
+        while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    subprocess.run([*args, "--resume"], check=True, stdout=subprocess.DEVNULL)
+    _assert_same(_weights(full), _weights(out / "last.pt"))
+    assert not list(out.glob("*.urn-tmp"))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, monkeypatch):
+    import urn.losses as losses
+
+    real = losses.SegmentationLoss.forward
+    calls = {"n": 0}
+
+    def nan_on_fourth(self, outputs, target, weight=None):
+        calls["n"] += 1
+        loss, parts = real(self, outputs, target, weight)
+        return (loss * float("nan") if calls["n"] == 4 else loss), parts
+
+    monkeypatch.setattr(losses.SegmentationLoss, "forward", nan_on_fourth)
+    with pytest.raises(TrainingError, match="loss became nan at iteration 4"):
+        run_train(tiny_config(demo_root), tmp_path / "nan", quiet=True)
+    assert load_checkpoint(tmp_path / "nan" / "last.pt")["iteration"] == 2
+
+
+def test_bad_sample_stops_training_unless_skipping_is_allowed(demo_copy, tmp_path):
+    first = (demo_copy / "ImageSets/Segmentation/train.txt").read_text().split()[0]
+    (demo_copy / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UrnError, match=f"{first}.jpg: unreadable image"):
+        run_train(tiny_config(demo_copy), tmp_path / "strict", quiet=True)
+    last = run_train(tiny_config(demo_copy, "data.skip_bad_samples=5"), tmp_path / "lenient", quiet=True)
+    assert load_checkpoint(last)["iteration"] == 6
+    log = (tmp_path / "lenient" / "log.jsonl").read_text()
+    assert "skipped_sample" in log and f"{first}.jpg" in log
+    with pytest.raises(UrnError, match="more than data.skip_bad_samples=1"):
+        run_train(tiny_config(demo_copy, "data.skip_bad_samples=1", "train.iters=12"), tmp_path / "l2", quiet=True)
+
+
+def test_pseudo_mask_training_never_reads_ground_truth(demo_copy, tmp_path):
+    pseudo = tmp_path / "pseudo"
+    (demo_copy / "SegmentationClass").rename(pseudo)  # the GT folder is gone; its files serve as targets
+    cfg = load_config("demo", [f"data.root={demo_copy}", f"data.pseudo_masks={pseudo}", *TINY, "train.iters=2"])
+    assert load_checkpoint(run_train(cfg, tmp_path / "run", quiet=True))["iteration"] == 2
+
+
+def test_two_process_gloo_torchrun(demo_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "urn",
+            "train",
+            "demo",
+            f"data.root={demo_root}",
+            "data.fully_supervised=true",
+            *TINY,
+            "train.iters=3",
+            "train.batch_size=4",
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(out / "last.pt")["iteration"] == 3
