@@ -106,6 +106,7 @@ def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[t
     seg1 = build_segmentor(cfg.model, layout.classes.num_classes)
     load_model_weights(seg1, run_dir / "seg1" / "last.pt")
     seg1.to(info.device).eval()
+    pseudo_masker = _val_pseudo_masker(cfg, run_dir, layout)
     rows = []
     for image_id in ids:
         image = layout.read_image(image_id)
@@ -118,7 +119,7 @@ def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[t
             params=CRFParams.from_config(cfg.crf),
             backend=cfg.crf.backend,
         )
-        pseudo = _val_pseudo_mask(cfg, run_dir, image_id, image)
+        pseudo = pseudo_masker(image_id, image) if pseudo_masker is not None else None
         cols = [
             ("image", image),
             ("pseudo-mask", colorize(pseudo) if pseudo is not None else np.full_like(image, 200)),
@@ -140,14 +141,28 @@ def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[t
     return rows
 
 
-def _val_pseudo_mask(cfg: Config, run_dir: Path, image_id: str, image: np.ndarray) -> np.ndarray | None:
-    """The PMM pseudo-mask of a val image from this run's CAM classifier (None with user masks)."""
-    ckpt = run_dir / "cam_train" / "last.pt"
+def _val_pseudo_masker(cfg: Config, run_dir: Path, layout):
+    """A function image -> PMM pseudo-mask from this run's CAM classifier (None with user masks).
+
+    Val images have no pseudo-masks on disk; the gallery makes them the same way the train split's
+    were made (CAMs of the tagged classes, then PMM), so the columns compare like with like.
+    """
+    from urn.cam.infer import compute_cams, load_classifier
+    from urn.cam.make_masks import pseudo_mask
+    from urn.cam.train import CHECKPOINT
+
+    ckpt = run_dir / "cam_train" / CHECKPOINT
     if not ckpt.is_file():
         return None
-    from urn.cam.make_masks import pseudo_mask_for_image
 
-    return pseudo_mask_for_image(cfg, ckpt, image_id, image)
+    net, _ = load_classifier(ckpt)
+    tags = layout.image_labels()
+
+    def make(image_id: str, image: np.ndarray) -> np.ndarray:
+        classes = tags.get(image_id, ())
+        return pseudo_mask(image, classes, compute_cams(net, image, classes, cfg.cam), cfg.pmm)
+
+    return make
 
 
 def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Path:

@@ -135,8 +135,9 @@ def _cam_train(
 def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["cams"]
     from urn.cam.infer import run as infer_cams
+    from urn.cam.train import CHECKPOINT
 
-    infer_cams(cfg, run_dir / "cam_train" / "last.pt", cfg.data.train_split, folder)
+    infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder)
 
 
 def _pseudo_masks(
