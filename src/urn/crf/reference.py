@@ -76,7 +76,8 @@ def dense_crf_energy(image: np.ndarray, unary: np.ndarray, params: CRFParams) ->
     crf.addPairwiseBilateral(
         sxy=params.bilateral_sxy,
         srgb=params.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        # The binding wants a writable buffer; decoded images (np.asarray of a PIL image) are read-only.
+        rgbim=np.array(image, dtype=np.uint8, order="C", copy=True),
         compat=params.bilateral_compat,
     )
     q = crf.inference(params.iters)
