@@ -38,9 +38,12 @@ def _register_subapps() -> None:
     if _registered:
         return
     _registered = True
+    from urn.cam.cli import cam_app, pmm
     from urn.data.cli import data_app
 
     app.add_typer(data_app, name="data", help="Demo data, image-level labels, dataset checks.")
+    app.add_typer(cam_app, name="cam", help="Classification phase: CAM classifier training and CAM inference.")
+    app.command("pmm")(pmm)
 
 
 @app.command()
@@ -191,6 +194,21 @@ def uncertainty(
         cfg.uncertainty.reference_format = True
     folder = run_uncertainty(cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet)
     typer.echo(f"cyclic masks: {folder / 'masks'}\nuncertainty: {folder / 'uncertainty'}")
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint(
+    inp: Annotated[Path, typer.Argument(help="A PSPNet checkpoint trained by the reference (mmseg key names).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the urn checkpoint.")],
+    config: Annotated[str, typer.Option(help="Config/preset describing the model (backbone, classes).")] = "voc12_r2n",
+    overrides: OverridesArg = None,
+) -> None:
+    """Import a reference (XMed-Lab/URN, mmsegmentation 0.x) PSPNet checkpoint; loads with strict=True."""
+    from urn.config import load_config
+    from urn.models.convert import convert_checkpoint_file
+
+    path = convert_checkpoint_file(inp, out, load_config(config, overrides or []))
+    typer.echo(f"converted: {path}")
 
 
 @app.command("uncertainty-report")

@@ -1,0 +1,87 @@
+"""``urn cam train``, ``urn cam infer`` and ``urn pmm``: parse, load the config, call one stage. No logic here.
+
+``cam_app`` is mounted by :mod:`urn.cli` as ``urn cam``; :func:`pmm` is registered there as ``urn pmm``.
+User errors (:class:`~urn.errors.UrnError`) propagate to the main app (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+cam_app = typer.Typer(
+    help="Classification phase: CAM classifier training and CAM inference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[str, typer.Argument(help="YAML config path or preset name (see `urn presets`).")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. cam.iters=200 cam.backbone.name=resnet18")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+SplitOpt = Annotated[str | None, typer.Option("--split", "-s", help="Split to process (default: data.train_split).")]
+
+
+def _config(config: str, overrides: list[str] | None):  # noqa: ANN202 - Config, imported lazily
+    from urn.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@cam_app.command()
+def train(
+    config: ConfigArg,
+    out: OutOpt,
+    overrides: OverridesArg = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue OUT/checkpoint.pth.")] = False,
+) -> None:
+    """Train the multi-label CAM classifier (cam.network: plain or seam) on image-level labels."""
+    from urn.cam.train import run
+
+    path = run(_config(config, overrides), out, resume=resume)
+    typer.echo(f"checkpoint: {path}")
+
+
+@cam_app.command()
+def infer(
+    config: ConfigArg,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="`urn cam train` checkpoint.")],
+    out: OutOpt,
+    overrides: OverridesArg = None,
+    split: SplitOpt = None,
+    heat_out: Annotated[
+        Path | None, typer.Option(help="Also write stage-2 heat maps here (for cam.heat_dir training).")
+    ] = None,
+) -> None:
+    """Write normalised multi-scale (or multi-crop) CAMs of the tagged classes, one OUT/<id>.npz each."""
+    from urn.cam.infer import run
+
+    cfg = _config(config, overrides)
+    path = run(cfg, checkpoint, split or cfg.data.train_split, out, heat_out=heat_out)
+    typer.echo(f"CAMs: {path}")
+
+
+def pmm(
+    config: ConfigArg,
+    cams: Annotated[Path, typer.Option("--cams", help="Folder of <id>.npz CAMs (`urn cam infer`).")],
+    out: OutOpt,
+    overrides: OverridesArg = None,
+    split: SplitOpt = None,
+    method: Annotated[str | None, typer.Option(help="pmm, threshold or threshold_crf (default: pmm.method).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Worker processes (default: pmm.num_workers).")] = None,
+) -> None:
+    """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or a threshold baseline), OUT/<id>.png."""
+    from urn.cam.make_masks import run
+    from urn.config import set_by_path
+
+    cfg = _config(config, overrides)
+    if method is not None:
+        set_by_path(cfg, "pmm.method", method, where="--method")
+    if workers is not None:
+        set_by_path(cfg, "pmm.num_workers", workers, where="--workers")
+    path = run(cfg, cams, split or cfg.data.train_split, out)
+    typer.echo(f"pseudo-masks: {path}")

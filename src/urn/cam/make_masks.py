@@ -1,0 +1,147 @@
+"""Stage: pseudo-masks from CAMs (``urn pmm``).
+
+Reads ``CAMS/<id>.npz`` (:mod:`urn.cam.infer`) and the image, and writes ``OUT/<id>.png``: a
+VOC-palette PNG of contiguous class indices (0 = background; 255 only with
+``pmm.low_confidence_ignore``, off by default as in the reference). ``pmm.method``:
+
+- ``pmm``: CVS + per-class two-label CRF (``pmm.crf_*``, the reference's PPMG CRF) + PPMG merging;
+- ``threshold``: argmax over ``[pmm.bg_threshold, A_1..A_K]``;
+- ``threshold_crf``: the same scores through one ``(K + 1)``-label CRF.
+
+Resumable (readable outputs of the right size are kept, stale temps of this rank's ids swept),
+sharded (``ids[rank::world]``), optionally over a process pool (``pmm.num_workers``). Never reads
+ground truth; :func:`score_mask_dir` does, for reports only.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from urn import io
+from urn.cam.infer import read_cams, shard_env
+from urn.cam.pmm import MaskResult, ignore_low_confidence, make_crf, pmm_mask, threshold_crf_mask, threshold_mask
+from urn.config import Config, PMMConfig
+from urn.crf import CRFParams
+from urn.data.layout import DatasetLayout
+from urn.errors import DataError
+from urn.metrics import ConfusionMatrix
+from urn.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg: PMMConfig) -> np.ndarray:
+    """The ``(H, W)`` uint8 pseudo-mask of one image with the method and parameters of ``cfg``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        classes: contiguous class indices of ``cams``.
+        cams: ``(K, H, W)`` normalised CAMs.
+    """
+    params = CRFParams(
+        gaussian_sxy=cfg.crf_gaussian_sxy,
+        gaussian_compat=cfg.crf_gaussian_compat,
+        bilateral_sxy=cfg.crf_bilateral_sxy,
+        bilateral_srgb=cfg.crf_bilateral_srgb,
+        bilateral_compat=cfg.crf_bilateral_compat,
+        iters=cfg.crf_iters,
+    )  # defaults = urn.crf.PMM_CRF
+    crf = make_crf(params, cfg.crf_backend)
+    if image.shape[:2] != cams.shape[1:]:
+        raise ValueError(f"CAM size {cams.shape[1:]} != image size {image.shape[:2]}")
+    result: MaskResult
+    if cfg.method == "pmm":
+        result = pmm_mask(
+            image, cams, classes, crf, cam_thresh=cfg.cam_thresh, cv_scale=cfg.cv_scale, bg_power=cfg.bg_power
+        )
+    elif cfg.method == "threshold":
+        result = threshold_mask(cams, classes, cfg.bg_threshold)
+    else:
+        result = threshold_crf_mask(image, cams, classes, crf, cfg.bg_threshold)
+    return ignore_low_confidence(result, cfg.low_confidence_ignore)
+
+
+# ------------------------------------------------------------------------------------------- stage
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(root: str, layout: str, classes_file: str | None, cfg: PMMConfig, cams_dir: Path, out: Path) -> None:
+    _WORKER.update(layout=DatasetLayout.open(root, layout, classes_file), cfg=cfg, cams=cams_dir, out=out)  # type: ignore[arg-type]
+
+
+def _make_one(image_id: str) -> bool:
+    """Write one pseudo-mask unless a complete one exists. Returns whether it wrote."""
+    layout: DatasetLayout = _WORKER["layout"]  # type: ignore[assignment]
+    out_path = Path(_WORKER["out"]) / f"{image_id}.png"  # type: ignore[arg-type]
+    size = layout.image_size(image_id)
+    if _complete_png(out_path, size):
+        return False
+    classes, cams = read_cams(Path(_WORKER["cams"]) / f"{image_id}.npz")  # type: ignore[arg-type]
+    if tuple(cams.shape[1:]) != size:
+        raise DataError(Path(_WORKER["cams"]) / f"{image_id}.npz", f"CAM size {cams.shape[1:]} != image size {size}")  # type: ignore[arg-type]
+    image = layout.read_image(image_id)
+    mask = pseudo_mask(image, classes.tolist(), cams.astype(np.float32), _WORKER["cfg"])  # type: ignore[arg-type]
+    io.save_palette_png(out_path, mask)
+    return True
+
+
+def _complete_png(path: Path, size: tuple[int, int]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return io.read_mask(path).shape == tuple(size)
+    except DataError:
+        return False
+
+
+def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
+    """Write the pseudo-masks of ``split`` (this rank's share) to ``out``; returns ``out``.
+
+    Raises:
+        DataError: a CAM file is missing or malformed, or an image is unreadable.
+    """
+    rank, world, _ = shard_env()
+    cams_dir, out = Path(cams_dir), Path(out)
+    if not cams_dir.is_dir():
+        raise DataError(cams_dir, "CAM folder not found (run `urn cam infer` first)")
+    d = cfg.data
+    layout = DatasetLayout.open(d.root, d.layout, d.classes_file)
+    ids = layout.ids(split)[rank::world]
+    out.mkdir(parents=True, exist_ok=True)
+    mine = {f".{i}.png." for i in ids}
+    for tmp in out.glob(f".*{io.TMP_SUFFIX}"):
+        if any(tmp.name.startswith(p) for p in mine):
+            tmp.unlink(missing_ok=True)
+    init = (d.root, d.layout, d.classes_file, cfg.pmm, cams_dir, out)
+    bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
+    written = 0
+    if cfg.pmm.num_workers > 0:
+        # spawn: a forked copy of a process holding torch threads can deadlock
+        with mp.get_context("spawn").Pool(cfg.pmm.num_workers, _init_worker, init) as pool:
+            for wrote in pool.imap_unordered(_make_one, ids, chunksize=1):
+                written += wrote
+                bar.update(1)
+    else:
+        _init_worker(*init)
+        for image_id in ids:
+            written += _make_one(image_id)
+            bar.update(1)
+    bar.close()
+    log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
+    return out
+
+
+def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) -> ConfusionMatrix:
+    """Score ``mask_dir/<id>.png`` against the layout's ground truth (evaluation only; 255 in a
+    prediction counts as background, since an ignored pixel is still a pixel the mask misses)."""
+    cm = ConfusionMatrix(layout.classes.num_classes)
+    for image_id in ids:
+        pred = io.read_mask(Path(mask_dir) / f"{image_id}.png").copy()
+        pred[pred == io.IGNORE_INDEX] = 0
+        cm.update(layout.read_gt(image_id), pred)
+    return cm

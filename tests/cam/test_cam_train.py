@@ -1,0 +1,96 @@
+"""Classifier training: exact resume, NaN stop, artifacts, classification scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from urn.cam import train
+from urn.errors import TrainingError, UrnError
+
+
+class KilledError(Exception):
+    """Stands in for a kill right after a checkpoint was written."""
+
+
+def test_resume_equals_uninterrupted(
+    demo_root: Path, tmp_path: Path, make_tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SEAM losses, head dropout (RNG) and real momentum (optimizer state) all have to resume exactly
+    extra = [
+        "cam.network=seam",
+        "cam.iters=4",
+        "cam.ckpt_every=2",
+        "cam.head_dropout=0.5",
+        "cam.momentum_quirk=false",
+        "cam.eval_val=false",
+    ]
+    cfg = make_tiny_config(demo_root, *extra)
+    full = train.run(cfg, tmp_path / "full")
+
+    real_save = train.save_checkpoint
+
+    def save_then_die(path: Path, state: dict) -> None:
+        real_save(path, state)
+        raise KilledError
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(KilledError):
+        train.run(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    with pytest.raises(UrnError, match="--resume"):
+        train.run(cfg, tmp_path / "resumed")
+    resumed = train.run(cfg, tmp_path / "resumed", resume=True)
+
+    a = torch.load(full, weights_only=True)
+    b = torch.load(resumed, weights_only=True)
+    assert a["iteration"] == b["iteration"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    log = [json.loads(x) for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [e["iter"] for e in log] == [1, 2, 3, 4]
+    assert {"loss", "cls", "er", "ecr", "lr"} <= set(log[0])
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(
+    demo_root: Path, tmp_path: Path, make_tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_tiny_config(demo_root, "cam.iters=4", "cam.ckpt_every=2")
+    real = torch.nn.functional.multilabel_soft_margin_loss
+    calls = {"n": 0}
+
+    def nan_on_third(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train.F, "multilabel_soft_margin_loss", nan_on_third)
+    with pytest.raises(TrainingError, match="iteration 2.*checkpoint"):
+        train.run(cfg, tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+
+
+def test_artifacts(tiny_run: dict) -> None:
+    out = Path(tiny_run["checkpoint"]).parent
+    state = torch.load(tiny_run["checkpoint"], weights_only=True)
+    assert {"model", "optimizer", "iteration", "rng", "config", "num_classes", "class_names"} <= set(state)
+    assert state["num_classes"] == 6 and state["config"]["cam"]["iters"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"mAP", "f1_micro", "f1_macro", "n_images"} <= set(metrics["val"])
+    assert (out / "config.yaml").is_file() and (out / "log.jsonl").is_file()
+
+
+def test_classification_scores_hand_computed() -> None:
+    scores = np.array([[2.0, -1.0], [1.0, 0.5], [-1.0, -2.0]])
+    targets = np.array([[1, 0], [0, 1], [1, 0]])
+    s = train.classification_scores(scores, targets)
+    # class 0: ranking (+, -, +) -> AP = (1/1 + 2/3) / 2; class 1: ranking (+, -, -) -> AP = 1
+    assert s["mAP"] == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1) / 2)
+    # predictions (logit > 0): (1,0), (1,1), (0,0) vs targets: tp 2, pred 3, true 3 -> F1 = 4 / 6
+    assert s["f1_micro"] == pytest.approx(100 * 4 / 6)
+    assert s["n_images"] == 3
