@@ -112,10 +112,13 @@ def main() -> None:
         agree = float((ref.mask == new.mask).mean())
         within = float((np.abs(ref.weights.astype(int) - new.weights.astype(int)) <= 1).mean())
         worst_agree, worst_within = min(worst_agree, agree), min(worst_within, within)
-        print(f"  {name:18s} K={len(ref.present)}: reference {t_ref:.2f}s  batched {t_new:.2f}s  "
-              f"ratio {t_ref / t_new:.1f}x  agreement {agree:.4%}  weights within 1/255 {within:.4%}  "
-              f"(worst problem {stats.get('worst_problem_agreement', float('nan')):.4%})")
-    print(f"speedup={total_ref / total_new:.1f} agreement={worst_agree * 100:.2f}% weights_within={worst_within * 100:.2f}%")
+        print(
+            f"  {name:18s} K={len(ref.present)}: reference {t_ref:.2f}s  batched {t_new:.2f}s  "
+            f"ratio {t_ref / t_new:.1f}x  agreement {agree:.4%}  weights within 1/255 {within:.4%}  "
+            f"(worst problem {stats.get('worst_problem_agreement', float('nan')):.4%})"
+        )
+    agreement, within = worst_agree * 100, worst_within * 100
+    print(f"speedup={total_ref / total_new:.1f} agreement={agreement:.2f}% weights_within={within:.2f}%")
 
 
 if __name__ == "__main__":

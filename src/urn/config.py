@@ -154,9 +154,7 @@ class UncertaintyConfig:
 class CAMConfig:
     """Multi-label CAM classifier and CAM inference."""
 
-    backbone: BackboneConfig = field(
-        default_factory=lambda: BackboneConfig(name="resnet18", output_stride=16)
-    )
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet18", output_stride=16))
     network: Literal["plain", "seam"] = "plain"
     iters: int = 2000
     batch_size: int = 16
@@ -251,9 +249,7 @@ def _read_yaml(source: str) -> tuple[dict[str, Any], str]:
     else:
         res = resources.files(PRESET_PACKAGE) / f"{source}.yaml"
         if not res.is_file():
-            raise ConfigError(
-                f"{source}: neither a YAML file nor a preset (presets: {', '.join(list_presets())})"
-            )
+            raise ConfigError(f"{source}: neither a YAML file nor a preset (presets: {', '.join(list_presets())})")
         text = res.read_text(encoding="utf-8")
         where = f"preset {source}"
     try:

@@ -127,11 +127,7 @@ def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[t
         ]
         for phase in ("seg1", "seg2"):
             pred = run_dir / "evaluate" / phase / "predictions" / f"{image_id}.png"
-            mask = (
-                layout.classes.to_train(read_mask(pred))
-                if pred.is_file()
-                else np.zeros(image.shape[:2], np.uint8)
-            )
+            mask = layout.classes.to_train(read_mask(pred)) if pred.is_file() else np.zeros(image.shape[:2], np.uint8)
             cols.append((phase.replace("seg", "Seg-"), colorize(mask)))
         try:
             cols.append(("ground truth", colorize(layout.read_gt(image_id))))
@@ -223,9 +219,7 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
                 parts.append(f"<p>{html.escape(alt)}</p>" + _img(udir / name, alt))
     parts.append(
         "<h2>Gallery (val)</h2><table class='gallery'><tr>"
-        + "".join(
-            f"<th>{c}</th>" for c in ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth")
-        )
+        + "".join(f"<th>{c}</th>" for c in ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth"))
         + "</tr>"
     )
     for row in _gallery_rows(cfg, run_dir, device):

@@ -123,9 +123,7 @@ def stage_seconds(run_dir: Path) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------ runners
-def _cam_train(
-    configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool
-) -> None:
+def _cam_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["cam_train"]
     from urn.cam.train import run as train_cam
 
@@ -140,9 +138,7 @@ def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str |
     infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder)
 
 
-def _pseudo_masks(
-    configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool
-) -> None:
+def _pseudo_masks(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["pseudo_masks"]
     from urn.cam.make_masks import run as make_masks
 
@@ -156,9 +152,7 @@ def _seg1(configs: dict[str, Config], run_dir: Path, folder: Path, device: str |
     run_train(cfg, folder, phase="seg1", resume=True, device=device, quiet=quiet)
 
 
-def _uncertainty(
-    configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool
-) -> None:
+def _uncertainty(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["uncertainty"]
     from urn.stages.uncertainty import run_uncertainty
 
@@ -174,9 +168,7 @@ def _seg2(configs: dict[str, Config], run_dir: Path, folder: Path, device: str |
     run_train(cfg, folder, phase="seg2", resume=True, device=device, quiet=quiet)
 
 
-def _evaluate(
-    configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool
-) -> None:
+def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["evaluate"]
     from urn.data.layout import DatasetLayout
     from urn.stages.segmentation import run_eval

@@ -98,9 +98,7 @@ def run_uncertainty(
     from urn.uncertainty_core import reference_png_array, response_scaling
 
     if (checkpoint is None) == (probs_dir is None):
-        raise UrnError(
-            "give exactly one of --checkpoint (a Seg-1 model) or --probs (a folder of <id>.npy maps)"
-        )
+        raise UrnError("give exactly one of --checkpoint (a Seg-1 model) or --probs (a folder of <id>.npy maps)")
     ucfg = cfg.uncertainty
     info = distributed.setup(device)
     out = Path(out)
@@ -133,9 +131,7 @@ def run_uncertainty(
         image = layout.read_image(image_id)
         probs = None
         if probs_dir is not None:
-            probs = load_probability_map(
-                Path(probs_dir) / f"{image_id}.npy", classes.num_classes, image.shape[:2]
-            )
+            probs = load_probability_map(Path(probs_dir) / f"{image_id}.npy", classes.num_classes, image.shape[:2])
         return image, probs
 
     t_forward = t_crf = 0.0
@@ -180,9 +176,7 @@ def run_uncertainty(
             mask = result.cyclic_mask
             if ucfg.keep_original_mask:
                 mask = read_mask(Path(cfg.data.pseudo_masks) / f"{image_id}.png", classes.num_classes)
-            _write_outputs(
-                out, image_id, mask, result.uncertainty, ucfg.reference_format, reference_png_array
-            )
+            _write_outputs(out, image_id, mask, result.uncertainty, ucfg.reference_format, reference_png_array)
             bar.update(1)
     bar.close()
     done = len(todo)
@@ -206,17 +200,13 @@ def run_uncertainty(
     return out
 
 
-def _write_outputs(
-    out: Path, image_id: str, mask: np.ndarray, u: np.ndarray, reference: bool, ref_fn
-) -> None:
+def _write_outputs(out: Path, image_id: str, mask: np.ndarray, u: np.ndarray, reference: bool, ref_fn) -> None:
     from PIL import Image
 
     from urn.io import save_palette_png
 
     atomic_save_npy(out / UNCERTAINTY / f"{image_id}.npy", u.astype(np.float16))
     if reference:
-        atomic_save_png(
-            out / REFERENCE / f"{image_id}.png", Image.fromarray(ref_fn(mask, u)[..., ::-1].copy())
-        )
+        atomic_save_png(out / REFERENCE / f"{image_id}.png", Image.fromarray(ref_fn(mask, u)[..., ::-1].copy()))
     # The mask goes last: its presence marks the image as complete for a resumed run.
     save_palette_png(out / MASKS / f"{image_id}.png", mask)

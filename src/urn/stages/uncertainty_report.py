@@ -151,11 +151,7 @@ def _save_grid(layout, ids: list[str], udir: Path, pmdir: Path | None, path: Pat
     for image_id in ids:
         image = layout.read_image(image_id)
         h, w = image.shape[:2]
-        pseudo = (
-            colorize(read_mask(Path(pmdir) / f"{image_id}.png"))
-            if pmdir is not None
-            else np.zeros_like(image)
-        )
+        pseudo = colorize(read_mask(Path(pmdir) / f"{image_id}.png")) if pmdir is not None else np.zeros_like(image)
         u = load_npy(udir / "uncertainty" / f"{image_id}.npy").astype(np.float32)
         cells = [
             image,
