@@ -1,0 +1,144 @@
+"""`urn run` end to end on a tiny demo set: every stage's outputs, the report, resume, weak supervision."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from urn.config import load_config
+from urn.stages.pipeline import STAGES, run_pipeline
+
+TINY = [
+    "cam.backbone.name=resnet18",
+    "cam.backbone.weights=null",
+    "cam.iters=3",
+    "cam.batch_size=2",
+    "cam.crop_size=32",
+    "cam.resize_long=[48, 64]",
+    "cam.scales=[1.0]",
+    "cam.num_workers=0",
+    "model.backbone.name=resnet18",
+    "model.backbone.weights=null",
+    "model.head_channels=16",
+    "model.aux_channels=8",
+    "data.crop_size=32",
+    "data.base_size=[64, 48]",
+    "data.num_workers=0",
+    "train.batch_size=2",
+    "train.iters=3",
+    "train.ckpt_every=1",
+    "seg2.batch_size=2",
+    "seg2.iters=3",
+    "seg2.ckpt_every=1",
+    "infer.base_size=[64, 48]",
+    "infer.scales=[0.75, 1.0]",
+    "infer.mode=whole",
+    "crf.iters=3",
+]
+
+
+def tiny(root: Path, *extra: str):
+    return load_config("demo", [f"data.root={root}", *TINY, *extra])
+
+
+@pytest.mark.slow
+def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, tmp_path):
+    run = tmp_path / "run"
+    metrics = run_pipeline(tiny(demo_root), run, quiet=True)
+    for stage in STAGES:
+        assert (run / stage / "DONE.json").is_file(), stage
+    ids = (demo_root / "ImageSets/Segmentation/train.txt").read_text().split()
+    for i in ids:
+        assert (run / "cams" / f"{i}.npz").is_file() or list((run / "cams").glob(f"{i}.*"))
+        assert (run / "pseudo_masks" / "masks" / f"{i}.png").is_file()
+        assert (run / "uncertainty" / "masks" / f"{i}.png").is_file()
+        assert (run / "uncertainty" / "uncertainty" / f"{i}.npy").is_file()
+    for phase in ("seg1", "seg2"):
+        assert (run / phase / "last.pt").is_file()
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert set(on_disk["miou"]) == {"pseudo_masks", "cyclic_masks", "seg1", "seg2"}
+    assert all(isinstance(v, float) and 0 <= v <= 100 for v in on_disk["miou"].values()), on_disk["miou"]
+    assert set(on_disk["seconds"]) == set(STAGES) - {"report"} or set(on_disk["seconds"]) == set(STAGES)
+    assert on_disk["config"]["data"]["root"] == str(demo_root)
+    assert metrics["miou"] == on_disk["miou"]
+    html = (run / "report.html").read_text()
+    assert "<table id='miou'>" in html and html.count("data:image/png;base64,") >= 3 * 6  # 3 val images x 6 columns
+    # a rerun skips every complete stage
+    before = {s: (run / s / "DONE.json").stat().st_mtime_ns for s in STAGES}
+    run_pipeline(tiny(demo_root), run, quiet=True)
+    assert before == {s: (run / s / "DONE.json").stat().st_mtime_ns for s in STAGES}
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_mid_stage(demo_root, tmp_path):
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "urn",
+        "run",
+        "demo",
+        f"data.root={demo_root}",
+        *TINY,
+        "train.iters=6",
+        "--until",
+        "seg1",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (run / "seg1" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "seg1" / "DONE.json").exists()  # killed inside seg1
+    cam_done = (run / "cam_train" / "DONE.json").stat().st_mtime_ns
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert (run / "seg1" / "DONE.json").is_file()
+    assert (run / "cam_train" / "DONE.json").stat().st_mtime_ns == cam_done  # not redone
+    assert not list(run.rglob("*.urn-tmp"))
+    from urn.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "seg1" / "last.pt")["iteration"] == 6
+
+
+@pytest.mark.slow
+def test_pipeline_runs_without_training_ground_truth(demo_copy, tmp_path):
+    """Weak supervision only: every train GT mask is unreadable; the run completes, train scores are null."""
+    train_ids = (demo_copy / "ImageSets/Segmentation/train.txt").read_text().split()
+    for i in train_ids:
+        gt = demo_copy / "SegmentationClass" / f"{i}.png"
+        gt.unlink()
+        gt.mkdir()  # not a file: any attempt to read it fails loudly
+    metrics = run_pipeline(tiny(demo_copy), tmp_path / "run", until_stage="evaluate", quiet=True)
+    assert metrics["miou"]["pseudo_masks"] is None and metrics["miou"]["cyclic_masks"] is None
+    assert metrics["miou"]["seg2"] is not None
+    assert any("pseudo-mask scores skipped" in n for n in metrics["notes"])
+
+
+def test_unknown_stage_and_incomplete_earlier_stage(demo_root, tmp_path):
+    from urn.errors import UrnError
+
+    with pytest.raises(UrnError, match="unknown stage 'segx'"):
+        run_pipeline(tiny(demo_root), tmp_path / "r", from_stage="segx")
+    with pytest.raises(UrnError, match="earlier stage 'cam_train' is not complete"):
+        run_pipeline(tiny(demo_root), tmp_path / "r", from_stage="seg1")
+
+
+def test_user_pseudo_masks_skip_the_cam_stages(demo_root, tmp_path):
+    masks = tmp_path / "masks"
+    shutil.copytree(demo_root / "SegmentationClass", masks)
+    run_pipeline(tiny(demo_root, f"data.pseudo_masks={masks}"), tmp_path / "r", until_stage="seg1", quiet=True)
+    assert not (tmp_path / "r" / "cam_train").exists()
+    assert (tmp_path / "r" / "seg1" / "DONE.json").is_file()
