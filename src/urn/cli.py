@@ -304,6 +304,14 @@ def demo(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+def _close_progress_bars() -> None:
+    """Finish any open progress bar so the error message starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``urn`` program (``argv`` defaults to ``sys.argv[1:]``).
 
@@ -313,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="urn")
     except UrnError as exc:
+        _close_progress_bars()
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
