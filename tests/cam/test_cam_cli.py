@@ -28,6 +28,7 @@ def test_train_infer_pmm_without_ground_truth(app: typer.Typer, demo_copy: Path,
     overrides = [
         f"data.root={demo_copy}",
         "cam.backbone.name=resnet18",
+        "cam.backbone.weights=null",
         "cam.backbone.output_stride=16",
         "cam.iters=2",
         "cam.batch_size=2",
