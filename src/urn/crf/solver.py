@@ -31,7 +31,9 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"CRF image must be an (H, W, 3) uint8 array, got shape {shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"CRF image must be uint8, got {image.dtype}")
-    return np.ascontiguousarray(image)
+    image = np.ascontiguousarray(image)
+    # Decoded images are often read-only views; torch.from_numpy would warn about them.
+    return image if image.flags.writeable else image.copy()
 
 
 def check_probs(probs: np.ndarray, hw: tuple[int, int], what: str = "probabilities") -> np.ndarray:
