@@ -159,3 +159,37 @@ def test_probability_map_errors_name_the_file(demo_root, tmp_path, capsys):
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]  # after the closed progress bar
     assert last.startswith("error: ") and first.name in last and "shape (6, 2, 2)" in last
+
+
+def test_sigkill_mid_run_and_rerun_gives_identical_outputs(demo_root, tmp_path):
+    import signal
+    import time
+
+    probs = _probs_dir(demo_root, tmp_path / "probs")
+    full = run_uncertainty(_cfg(demo_root), tmp_path / "full", probs_dir=probs, quiet=True)
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "urn",
+        "uncertainty",
+        "demo",
+        f"data.root={demo_root}",
+        "crf.iters=3",
+        "--probs",
+        str(probs),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not list((out / "masks").glob("*.png")):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _digest(full) == _digest(out)
+    assert not list(out.rglob(f"*{TMP_SUFFIX}"))
