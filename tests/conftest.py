@@ -24,3 +24,61 @@ def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "demo"
     shutil.copytree(demo_root, dst)
     return dst
+
+
+def _kill_when(args: list[str], ready, timeout: float = 300.0) -> None:
+    """Start ``args``, SIGKILL it as soon as ``ready()`` is true (or it exits, or ``timeout`` passes)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline and not ready():
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+@pytest.fixture
+def kill_when():
+    """``kill_when(args, ready)``: run a command and SIGKILL it once ``ready()`` holds (interruption tests)."""
+    return _kill_when
+
+
+def _torchrun(nproc: int, port: int, *urn_args: str):
+    """Run ``urn URN_ARGS`` under ``torchrun --nproc_per_node NPROC`` on CPU; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(port),
+            "-m",
+            "urn",
+            *urn_args,
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def torchrun():
+    """``torchrun(nproc, port, *urn_args)``: a multi-process CPU (gloo) run of the real CLI."""
+    return _torchrun

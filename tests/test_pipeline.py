@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +75,7 @@ def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_mid_stage(demo_root, tmp_path):
+def test_interrupted_run_resumes_mid_stage(demo_root, tmp_path, kill_when):
     run = tmp_path / "run"
     args = [
         sys.executable,
@@ -94,14 +92,7 @@ def test_interrupted_run_resumes_mid_stage(demo_root, tmp_path):
         str(run),
         "--quiet",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not (run / "seg1" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when(args, lambda: (run / "seg1" / "last.pt").exists())
     assert not (run / "seg1" / "DONE.json").exists()  # killed inside seg1
     cam_done = (run / "cam_train" / "DONE.json").stat().st_mtime_ns
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,38 +78,21 @@ def test_resume_after_interruption_gives_identical_outputs(demo_root, tmp_path):
     assert not list(part.rglob(f"*{TMP_SUFFIX}"))
 
 
-def test_two_ranks_cover_every_image_once(demo_root, tmp_path):
+def test_two_ranks_cover_every_image_once(demo_root, tmp_path, torchrun):
     probs = _probs_dir(demo_root, tmp_path / "probs")
     single = run_uncertainty(_cfg(demo_root), tmp_path / "single", probs_dir=probs, quiet=True)
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29534",
-            "-m",
-            "urn",
-            "uncertainty",
-            "demo",
-            f"data.root={demo_root}",
-            "crf.iters=3",
-            "--probs",
-            str(probs),
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = torchrun(
+        2,
+        29534,
+        "uncertainty",
+        "demo",
+        f"data.root={demo_root}",
+        "crf.iters=3",
+        "--probs",
+        str(probs),
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert _digest(single) == _digest(out)
@@ -161,10 +143,7 @@ def test_probability_map_errors_name_the_file(demo_root, tmp_path, capsys):
     assert last.startswith("error: ") and first.name in last and "shape (6, 2, 2)" in last
 
 
-def test_sigkill_mid_run_and_rerun_gives_identical_outputs(demo_root, tmp_path):
-    import signal
-    import time
-
+def test_sigkill_mid_run_and_rerun_gives_identical_outputs(demo_root, tmp_path, kill_when):
     probs = _probs_dir(demo_root, tmp_path / "probs")
     full = run_uncertainty(_cfg(demo_root), tmp_path / "full", probs_dir=probs, quiet=True)
     out = tmp_path / "killed"
@@ -182,14 +161,7 @@ def test_sigkill_mid_run_and_rerun_gives_identical_outputs(demo_root, tmp_path):
         str(out),
         "--quiet",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline and not list((out / "masks").glob("*.png")):
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when(args, lambda: bool(list((out / "masks").glob("*.png"))), timeout=120)
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _digest(full) == _digest(out)
     assert not list(out.rglob(f"*{TMP_SUFFIX}"))

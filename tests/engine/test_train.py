@@ -69,7 +69,7 @@ def test_sigterm_saves_and_resume_is_exact(demo_root, tmp_path, monkeypatch):
     assert len(iters) == 6  # the log reads like one clean run
 
 
-def test_sigkill_and_resume_gives_identical_weights(demo_root, tmp_path):
+def test_sigkill_and_resume_gives_identical_weights(demo_root, tmp_path, kill_when):
     """Kill the real process at whatever point it has reached after its first checkpoint."""
     full = run_train(tiny_config(demo_root), tmp_path / "full", quiet=True)
     out = tmp_path / "killed"
@@ -86,16 +86,7 @@ def test_sigkill_and_resume_gives_identical_weights(demo_root, tmp_path):
         str(out),
         "--quiet",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import time
-
-        deadline = time.time() + 120
-        while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when(args, lambda: (out / "last.pt").exists())
     subprocess.run([*args, "--resume"], check=True, stdout=subprocess.DEVNULL)
     _assert_same(_weights(full), _weights(out / "last.pt"))
     assert not list(out.glob("*.urn-tmp"))
@@ -138,37 +129,20 @@ def test_pseudo_mask_training_never_reads_ground_truth(demo_copy, tmp_path):
     assert load_checkpoint(run_train(cfg, tmp_path / "run", quiet=True))["iteration"] == 2
 
 
-def test_two_process_gloo_torchrun(demo_root, tmp_path):
+def test_two_process_gloo_torchrun(demo_root, tmp_path, torchrun):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29533",
-            "-m",
-            "urn",
-            "train",
-            "demo",
-            f"data.root={demo_root}",
-            "data.fully_supervised=true",
-            *TINY,
-            "train.iters=3",
-            "train.batch_size=4",
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = torchrun(
+        2,
+        29533,
+        "train",
+        "demo",
+        f"data.root={demo_root}",
+        "data.fully_supervised=true",
+        *TINY,
+        "train.iters=3",
+        "train.batch_size=4",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(out / "last.pt")["iteration"] == 3
