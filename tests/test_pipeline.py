@@ -46,10 +46,16 @@ def tiny(root: Path, *extra: str):
     return load_config("demo", [f"data.root={root}", *TINY, *extra])
 
 
+@pytest.fixture(scope="module")
+def finished_run(demo_root, tmp_path_factory) -> tuple[Path, dict]:
+    """One complete tiny run, shared by the tests that only read it."""
+    run = tmp_path_factory.mktemp("pipeline") / "run"
+    return run, run_pipeline(tiny(demo_root), run, quiet=True)
+
+
 @pytest.mark.slow
-def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, tmp_path):
-    run = tmp_path / "run"
-    metrics = run_pipeline(tiny(demo_root), run, quiet=True)
+def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, finished_run):
+    run, metrics = finished_run
     for stage in STAGES:
         assert (run / stage / "DONE.json").is_file(), stage
     ids = (demo_root / "ImageSets/Segmentation/train.txt").read_text().split()
@@ -133,3 +139,65 @@ def test_user_pseudo_masks_skip_the_cam_stages(demo_root, tmp_path):
     run_pipeline(tiny(demo_root, f"data.pseudo_masks={masks}"), tmp_path / "r", until_stage="seg1", quiet=True)
     assert not (tmp_path / "r" / "cam_train").exists()
     assert (tmp_path / "r" / "seg1" / "DONE.json").is_file()
+
+
+# Flags the machine's closed network needs: without the background-networking ones Chromium keeps
+# trying to reach Google's hosts; --no-sandbox because CI runs as root.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+]
+
+# Appended to a copy of the report: after the load event, lists what the browser actually rendered.
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const probe = {
+    tables: [...document.querySelectorAll('table')].map(t => t.id || t.className),
+    images: imgs.length,
+    decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    gallery_rows: document.querySelectorAll('table.gallery tr').length,
+    miou_rows: [...document.querySelectorAll('#miou tr')].map(r => r.innerText.split('\\t')[0]),
+  };
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(probe);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (``make browser`` installs it), or ``$URN_CHROMIUM``."""
+    import os
+
+    return os.environ.get("URN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on PATH: `make browser` installs Debian's chromium")
+    run, _ = finished_run
+    page = tmp_path / "report.html"
+    page.write_text((run / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    result = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    marker = '<pre id="probe">'
+    assert marker in result.stdout, result.stdout[-2000:]
+    probe = json.loads(result.stdout.split(marker, 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
+    assert {"miou", "per-class", "uncertainty", "gallery", "seconds"} <= set(probe["tables"]), probe
+    assert probe["miou_rows"][1:] == ["PMM pseudo-masks", "cyclic masks", "Seg-1 (PUS)", "Seg-2 (URN)"], probe
+    # header row + one row per val image, each row image | pseudo-mask | uncertainty | Seg-1 | Seg-2 | GT
+    assert probe["gallery_rows"] == 1 + 3, probe
+    assert probe["images"] >= 3 * 6 + 2, probe  # gallery + training curves + uncertainty plot
+    assert probe["decoded"] == probe["images"], probe
