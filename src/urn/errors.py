@@ -33,6 +33,10 @@ class DataError(UrnError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[type[DataError], tuple[str, str]]:
+        """Pickle with both arguments, so the error crosses process boundaries (worker pools)."""
+        return (type(self), (self.path, self.problem))
+
 
 class TrainingError(UrnError):
     """Training cannot go on (NaN loss, too many bad samples)."""

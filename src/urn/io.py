@@ -13,6 +13,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +26,8 @@ from urn.errors import DataError, UrnError
 
 TMP_SUFFIX = ".urn-tmp"
 IGNORE_INDEX = 255
+#: What ``np.load`` raises on a truncated, corrupt or foreign ``.npz`` (a torn zip archive is not an OSError).
+NPZ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 # --------------------------------------------------------------------------------------------- writes

@@ -8,11 +8,18 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from tests.reliability.conftest import assert_no_temp_files, assert_user_error
 
 SPLIT = "ImageSets/Segmentation/train.txt"
+
+
+@pytest.fixture(autouse=True)
+def _no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`urn cam train` and `urn pmm` have no --quiet: without bars, stderr holds only the error line."""
+    monkeypatch.setenv("URN_NO_PROGRESS", "1")
 
 
 def _first_id(root: Path) -> str:
@@ -263,3 +270,310 @@ def test_demo_data_into_unwritable_place(cli, tmp_path):
     result = cli("data", "demo", blocker / "demo", "--n-train", "2", "--n-val", "1")
     assert_user_error(result, "blocker")
     assert_no_temp_files(tmp_path)
+
+
+# ------------------------------------------------------------------- CAM files given to `urn pmm`
+@pytest.fixture
+def cams(demo_copy: Path, tmp_path: Path) -> Path:
+    """Valid CAM files (random maps of each image's tagged classes) for the train split of ``demo_copy``."""
+    from urn.cam.infer import save_cams
+
+    labels = json.loads((demo_copy / "cls_labels.json").read_text())
+    rng = np.random.default_rng(0)
+    for image_id in (demo_copy / SPLIT).read_text().split():
+        h, w = np.asarray(Image.open(demo_copy / "JPEGImages" / f"{image_id}.jpg")).shape[:2]
+        save_cams(tmp_path / "cams" / f"{image_id}.npz", labels[image_id], rng.random((len(labels[image_id]), h, w)))
+    return tmp_path / "cams"
+
+
+def _pmm(cli, root: Path, cams: Path, out: Path):
+    return cli("pmm", "demo", f"data.root={root}", "--cams", cams, "--split", "train", "--out", out)
+
+
+def _rewrite_cams(path: Path, **changes: np.ndarray) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def _assert_no_mask_for(out: Path, cam_file: Path) -> None:
+    assert not (out / f"{cam_file.stem}.png").exists()
+    assert_no_temp_files(out)
+
+
+def test_cam_file_with_class_index_300(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    with np.load(bad) as z:
+        _rewrite_cams(bad, classes=np.full_like(z["classes"], 300))
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "CAM class indices [300]", "1..5")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_cam_file_with_negative_class_index(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    with np.load(bad) as z:
+        _rewrite_cams(bad, classes=np.full_like(z["classes"], -1))
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "CAM class indices [-1]")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_truncated_cam_file(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    bad.write_bytes(bad.read_bytes()[:200])
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "unreadable CAM file")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_nan_in_cam_file(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    with np.load(bad) as z:
+        _rewrite_cams(bad, cams=np.full_like(z["cams"], np.nan))
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "NaN")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_cam_file_of_the_wrong_size(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    with np.load(bad) as z:
+        _rewrite_cams(bad, cams=z["cams"][:, :10, :12])
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "CAM size (10, 12) != image size")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_missing_cam_file(cli, demo_copy, cams, tmp_path):
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    bad.unlink()
+    assert_user_error(_pmm(cli, demo_copy, cams, tmp_path / "out"), str(bad), "CAM file not found")
+    _assert_no_mask_for(tmp_path / "out", bad)
+
+
+def test_disk_full_while_writing_pseudo_masks(cli, demo_copy, cams, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    first = tmp_path / "out" / f"{_first_id(demo_copy)}.png"
+    result = _pmm(cli, demo_copy, cams, tmp_path / "out")
+    assert_user_error(result, str(first), "write failed (No space left on device)")
+    assert not list((tmp_path / "out").iterdir())  # neither the mask nor its temporary file
+
+
+# -------------------------------------------------------- probability maps given to `urn uncertainty`
+@pytest.fixture
+def probs(demo_copy: Path, tmp_path: Path) -> Path:
+    """Uniform (6, H, W) probability maps for the train split of ``demo_copy``."""
+    for image_id in (demo_copy / SPLIT).read_text().split():
+        h, w = np.asarray(Image.open(demo_copy / "JPEGImages" / f"{image_id}.jpg")).shape[:2]
+        (tmp_path / "probs").mkdir(exist_ok=True)
+        np.save(tmp_path / "probs" / f"{image_id}.npy", np.full((6, h, w), 1 / 6, np.float32))
+    return tmp_path / "probs"
+
+
+def _uncertainty(cli, root: Path, probs: Path, out: Path):
+    return cli("uncertainty", "demo", f"data.root={root}", "--probs", probs, "--out", out, "--quiet")
+
+
+def _assert_no_uncertainty_for(out: Path, npy: Path) -> None:
+    assert not (out / "masks" / f"{npy.stem}.png").exists()
+    assert not (out / "uncertainty" / npy.name).exists()
+    assert_no_temp_files(out)
+
+
+def test_nan_in_input_probabilities(cli, demo_copy, probs, tmp_path):
+    bad = probs / f"{_first_id(demo_copy)}.npy"
+    p = np.load(bad)
+    p[:, 3, 4] = np.nan
+    np.save(bad, p)
+    assert_user_error(_uncertainty(cli, demo_copy, probs, tmp_path / "u"), str(bad), "contains NaN or inf")
+    _assert_no_uncertainty_for(tmp_path / "u", bad)
+
+
+def test_negative_value_in_input_probabilities(cli, demo_copy, probs, tmp_path):
+    bad = probs / f"{_first_id(demo_copy)}.npy"
+    p = np.load(bad)
+    p[0, 0, 0], p[1, 0, 0] = -0.5, p[1, 0, 0] + 0.5  # still sums to 1
+    np.save(bad, p)
+    assert_user_error(_uncertainty(cli, demo_copy, probs, tmp_path / "u"), str(bad), "negative values")
+    _assert_no_uncertainty_for(tmp_path / "u", bad)
+
+
+def test_input_probabilities_of_the_wrong_size(cli, demo_copy, probs, tmp_path):
+    bad = probs / f"{_first_id(demo_copy)}.npy"
+    np.save(bad, np.full((6, 10, 12), 1 / 6, np.float32))
+    assert_user_error(_uncertainty(cli, demo_copy, probs, tmp_path / "u"), str(bad), "shape (6, 10, 12), expected (6,")
+    _assert_no_uncertainty_for(tmp_path / "u", bad)
+
+
+def test_corrupt_npy_probability_map(cli, demo_copy, probs, tmp_path):
+    bad = probs / f"{_first_id(demo_copy)}.npy"
+    bad.write_bytes(bad.read_bytes()[:100])
+    assert_user_error(_uncertainty(cli, demo_copy, probs, tmp_path / "u"), str(bad), "unreadable .npy")
+    _assert_no_uncertainty_for(tmp_path / "u", bad)
+
+
+# ----------------------------------------------------------- pseudo-masks and weight maps for training
+TINY_SEG = [
+    "model.backbone.name=mobilenetv3_small_050",
+    "model.backbone.weights=null",
+    "model.head_channels=8",
+    "model.aux_channels=8",
+    "data.crop_size=32",
+    "data.base_size=[64, 48]",
+    "data.num_workers=0",
+    "seg2.batch_size=2",
+    "seg2.iters=2",
+    "train.batch_size=2",
+    "train.iters=2",
+]
+
+
+def _train(cli, root: Path, out: Path, *extra: str, phase: str = "seg2"):
+    return cli("train", "demo", f"data.root={root}", *TINY_SEG, *extra, "--phase", phase, "--out", out, "--quiet")
+
+
+def _weights(root: Path, folder: Path, value: np.ndarray | float, size: tuple[int, int] | None = None) -> Path:
+    """One uncertainty .npy per train image (every one the same, so whichever is read first is bad)."""
+    folder.mkdir()
+    for image_id in (root / SPLIT).read_text().split():
+        h, w = size or np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg")).shape[:2]
+        np.save(folder / f"{image_id}.npy", np.full((h, w), value, np.float32))
+    return folder
+
+
+def _assert_no_checkpoint(out: Path) -> None:
+    assert not (out / "last.pt").exists()
+    assert_no_temp_files(out)
+
+
+def test_weight_map_of_the_wrong_size(cli, demo_copy, tmp_path):
+    unc = _weights(demo_copy, tmp_path / "unc", 0.0, size=(10, 12))
+    extra = (f"data.pseudo_masks={demo_copy / 'SegmentationClass'}", f"data.uncertainty={unc}")
+    line = assert_user_error(_train(cli, demo_copy, tmp_path / "seg2", *extra), str(unc), ".npy", "weight size 12x10")
+    assert "!= image size 64x48" in line
+    _assert_no_checkpoint(tmp_path / "seg2")
+
+
+def test_weight_map_with_negative_values(cli, demo_copy, tmp_path):
+    unc = _weights(demo_copy, tmp_path / "unc", -0.5)
+    extra = (f"data.pseudo_masks={demo_copy / 'SegmentationClass'}", f"data.uncertainty={unc}")
+    assert_user_error(_train(cli, demo_copy, tmp_path / "seg2", *extra), str(unc), ".npy", "outside [0, 1]")
+    _assert_no_checkpoint(tmp_path / "seg2")
+
+
+def test_pseudo_mask_with_label_300(cli, demo_copy, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for path in (demo_copy / "SegmentationClass").glob("*.png"):
+        mask = np.asarray(Image.open(path)).astype(np.uint16)
+        mask[0, 0] = 300
+        Image.fromarray(mask).save(masks / path.name)  # a 16-bit PNG: 300 fits
+    result = _train(cli, demo_copy, tmp_path / "seg1", f"data.pseudo_masks={masks}", phase="seg1")
+    assert_user_error(result, str(masks), ".png", "label values 0..300 outside 0..255")
+    _assert_no_checkpoint(tmp_path / "seg1")
+
+
+def test_malicious_pickle_backbone_weights_are_refused(cli, demo_copy, tmp_path):
+    evil = tmp_path / "backbone.pth"
+    torch.save({"state_dict": _Evil()}, evil)
+    extra = (f"model.backbone.weights={evil}", "data.fully_supervised=true")
+    result = _train(cli, demo_copy, tmp_path / "seg1", *extra, phase="seg1")
+    assert_user_error(result, str(evil), "refused to load", "posix.system")
+    assert not Path("/tmp/urn_reliability_pwned").exists()
+    _assert_no_checkpoint(tmp_path / "seg1")
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def test_truncated_checkpoint(cli, demo_copy, tmp_path):
+    from urn.config import load_config
+    from urn.models import build_segmentor
+
+    model = build_segmentor(load_config("demo", TINY_SEG).model, 6)
+    path = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
+    result = cli(
+        "predict", "demo", f"data.root={demo_copy}", *TINY_SEG, "--checkpoint", path, "--split", "val",
+        "--out", tmp_path / "pred", "--quiet",
+    )  # fmt: skip
+    line = assert_user_error(result, str(path), "unreadable checkpoint")
+    assert len(line.split("unreadable checkpoint")[1]) < 120, line  # the reason, not torch's paragraph of advice
+    assert not (tmp_path / "pred").exists()
+
+
+def test_segmentation_checkpoint_given_to_cam_inference(cli, demo_copy, tmp_path):
+    torch.save({"model": {"head.weight": torch.zeros(6, 8)}, "iteration": 2}, tmp_path / "seg.pt")
+    result = cli(
+        "cam", "infer", "demo", f"data.root={demo_copy}", "--checkpoint", tmp_path / "seg.pt", "--out", tmp_path / "c"
+    )
+    assert_user_error(result, "seg.pt", "not a `urn cam train` checkpoint")
+    assert not (tmp_path / "c").exists()
+
+
+def test_existing_classifier_run_is_not_overwritten_without_resume(cli, demo_copy, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pth").write_bytes(b"an earlier run's weights")
+    result = cli("cam", "train", "demo", f"data.root={demo_copy}", "--out", tmp_path / "run")
+    assert_user_error(result, "checkpoint.pth", "a run already exists here", "--resume")
+    assert (tmp_path / "run" / "checkpoint.pth").read_bytes() == b"an earlier run's weights"
+
+
+# ----------------------------------------------------------------------------- configs and labels
+def test_config_that_is_not_valid_yaml(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  iters: [5\n  lr: 0.1\n")
+    assert_user_error(cli("show-config", cfg), str(cfg), "invalid YAML")
+
+
+def test_config_file_not_found(cli, tmp_path):
+    assert_user_error(cli("show-config", tmp_path / "nowhere.yaml"), "nowhere.yaml", "config file not found")
+
+
+def test_override_without_a_value(cli):
+    assert_user_error(cli("show-config", "demo", "train.iters"), "'train.iters'", "section.key=value")
+
+
+def test_pipeline_stage_that_does_not_exist(cli, demo_root, tmp_path):
+    result = cli("run", "demo", f"data.root={demo_root}", "--from", "segx", "--out", tmp_path / "run", "--quiet")
+    assert_user_error(result, "unknown stage 'segx'", "cam_train", "seg2")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_image_labels_that_are_not_valid_json(cli, demo_copy, tmp_path):
+    (demo_copy / "cls_labels.json").write_text('{"train_0000": [1, 2]')
+    result = cli("cam", "train", "demo", f"data.root={demo_copy}", "--out", tmp_path / "run")
+    assert_user_error(result, str(demo_copy / "cls_labels.json"), "invalid JSON")
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+# ------------------------------------------------------------------ bad input met by worker processes
+def test_unreadable_image_met_by_a_loader_worker_in_classifier_training(cli, demo_copy, tmp_path):
+    bad = demo_copy / "JPEGImages" / f"{_first_id(demo_copy)}.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    tiny = ("cam.backbone.name=mobilenetv3_small_050", "cam.backbone.weights=null", "cam.crop_size=48", "cam.iters=4")
+    tiny += ("cam.batch_size=6",)  # the whole split: the first batch holds the bad image
+    args = ("cam", "train", "demo", f"data.root={demo_copy}", *tiny, "cam.num_workers=1", "--out", tmp_path / "run")
+    result = cli(*args)
+    assert_user_error(result, str(bad), "unreadable image")
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+    assert_no_temp_files(tmp_path / "run")
+
+
+def test_truncated_cam_file_met_by_a_pmm_worker_process(demo_copy, cams, tmp_path):
+    """Once a hang: the worker's DataError could not be unpickled in the parent and the pool waited forever."""
+    import subprocess
+    import sys
+
+    from tests.reliability.conftest import CliResult
+
+    bad = cams / f"{_first_id(demo_copy)}.npz"
+    bad.write_bytes(bad.read_bytes()[:200])
+    args = ["pmm", "demo", f"data.root={demo_copy}", "--cams", str(cams), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "urn", *args, "--workers", "1"], capture_output=True, text=True, timeout=180
+    )
+    assert_user_error(CliResult(proc.returncode, proc.stdout, proc.stderr), str(bad), "unreadable CAM file")
+    _assert_no_mask_for(tmp_path / "out", bad)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageEnhance
 from torch.utils.data import Dataset
 
+from urn import io
 from urn.config import CAMConfig
 from urn.data.layout import DatasetLayout
 from urn.errors import DataError
@@ -119,8 +120,8 @@ def load_heat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return z["classes"].astype(np.int64), z["probs"]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise DataError(path, f"unreadable heat map ({exc})") from None
+    except io.NPZ_ERRORS as exc:
+        raise DataError(path, f"unreadable heat map ({str(exc)[:120] or type(exc).__name__})") from None
 
 
 def tile_label(classes: np.ndarray, probs: np.ndarray, box: Box, num_fg: int) -> np.ndarray:

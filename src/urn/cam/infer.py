@@ -59,21 +59,33 @@ def save_cams(path: Path, classes: Sequence[int], cams: np.ndarray) -> None:
     io.atomic_write_bytes(path, buf.getvalue())
 
 
-def read_cams(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_cams(path: Path, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a CAM file: ``(classes (K,) int64, cams (K, H, W) float16)``.
 
+    Args:
+        path: the ``<id>.npz`` file.
+        num_classes: when given, every class index must lie in ``1..num_classes - 1`` (foreground).
+
     Raises:
-        DataError: missing, truncated, pickled or malformed file.
+        DataError: missing, truncated, pickled or malformed file, class indices outside the class
+            list, or NaN/inf in the maps.
     """
     if not path.is_file():
         raise DataError(path, "CAM file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
             classes, cams = z["classes"], z["cams"]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise DataError(path, f"unreadable CAM file ({str(exc)[:120]})") from None
+    except io.NPZ_ERRORS as exc:
+        raise DataError(path, f"unreadable CAM file ({str(exc)[:120] or type(exc).__name__})") from None
     if classes.ndim != 1 or cams.ndim != 3 or len(classes) != len(cams):
         raise DataError(path, f"malformed CAM file (classes {classes.shape}, cams {cams.shape})")
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise DataError(path, f"CAM class indices must be integers, got {classes.dtype}")
+    if num_classes is not None and len(classes) and (classes.min() < 1 or classes.max() >= num_classes):
+        bad = sorted({int(k) for k in classes if not 1 <= k < num_classes})[:5]
+        raise DataError(path, f"CAM class indices {bad} outside the foreground classes 1..{num_classes - 1}")
+    if not np.isfinite(cams).all():
+        raise DataError(path, "CAMs hold NaN or infinity")
     return classes.astype(np.int64), cams
 
 
@@ -83,7 +95,7 @@ def _complete(path: Path, classes: Sequence[int], size: tuple[int, int], key: st
         with np.load(path, allow_pickle=False) as z:
             arr = z[key]
             return list(z["classes"]) == list(classes) and tuple(arr.shape[1:]) == tuple(size)
-    except (OSError, ValueError, KeyError, EOFError):
+    except io.NPZ_ERRORS:
         return False
 
 

@@ -81,9 +81,10 @@ def _make_one(image_id: str) -> bool:
     size = layout.image_size(image_id)
     if _complete_png(out_path, size):
         return False
-    classes, cams = read_cams(Path(_WORKER["cams"]) / f"{image_id}.npz")  # type: ignore[arg-type]
+    cam_path = Path(_WORKER["cams"]) / f"{image_id}.npz"  # type: ignore[arg-type]
+    classes, cams = read_cams(cam_path, layout.classes.num_classes)
     if tuple(cams.shape[1:]) != size:
-        raise DataError(Path(_WORKER["cams"]) / f"{image_id}.npz", f"CAM size {cams.shape[1:]} != image size {size}")  # type: ignore[arg-type]
+        raise DataError(cam_path, f"CAM size {cams.shape[1:]} != image size {size}")
     image = layout.read_image(image_id)
     mask = pseudo_mask(image, classes.tolist(), cams.astype(np.float32), _WORKER["cfg"])  # type: ignore[arg-type]
     io.save_palette_png(out_path, mask)
@@ -113,27 +114,36 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
     layout = DatasetLayout.open(d.root, d.layout, d.classes_file)
     ids = layout.ids(split)[rank::world]
     out.mkdir(parents=True, exist_ok=True)
+    _sweep_temps(out, ids)
+    init = (d.root, d.layout, d.classes_file, cfg.pmm, cams_dir, out)
+    bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
+    written = 0
+    try:
+        if cfg.pmm.num_workers > 0:
+            # spawn: a forked copy of a process holding torch threads can deadlock
+            with mp.get_context("spawn").Pool(cfg.pmm.num_workers, _init_worker, init) as pool:
+                for wrote in pool.imap_unordered(_make_one, ids, chunksize=1):
+                    written += wrote
+                    bar.update(1)
+        else:
+            _init_worker(*init)
+            for image_id in ids:
+                written += _make_one(image_id)
+                bar.update(1)
+    except Exception:
+        _sweep_temps(out, ids)  # what workers stopped by the pool's terminate() were writing
+        raise
+    bar.close()
+    log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
+    return out
+
+
+def _sweep_temps(out: Path, ids: Sequence[str]) -> None:
+    """Remove temp files of *these* ids' masks (other ranks may be writing theirs)."""
     mine = {f".{i}.png." for i in ids}
     for tmp in out.glob(f".*{io.TMP_SUFFIX}"):
         if any(tmp.name.startswith(p) for p in mine):
             tmp.unlink(missing_ok=True)
-    init = (d.root, d.layout, d.classes_file, cfg.pmm, cams_dir, out)
-    bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
-    written = 0
-    if cfg.pmm.num_workers > 0:
-        # spawn: a forked copy of a process holding torch threads can deadlock
-        with mp.get_context("spawn").Pool(cfg.pmm.num_workers, _init_worker, init) as pool:
-            for wrote in pool.imap_unordered(_make_one, ids, chunksize=1):
-                written += wrote
-                bar.update(1)
-    else:
-        _init_worker(*init)
-        for image_id in ids:
-            written += _make_one(image_id)
-            bar.update(1)
-    bar.close()
-    log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
-    return out
 
 
 def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) -> ConfusionMatrix:

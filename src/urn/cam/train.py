@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from urn import io
 from urn.cam.data import BatchPlan, CAMTrainDataset, normalize
@@ -125,9 +125,10 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
     # an own generator: creating the loader iterator must not draw from the global torch RNG, or a
     # resumed run's dropout masks would drift from an uninterrupted run's
     loader = DataLoader(
-        dataset,
+        _CarryDataErrors(dataset),
         batch_sampler=plan,
         num_workers=c.num_workers,
+        collate_fn=_collate,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(c.seed),
     )
@@ -135,7 +136,10 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
     bar = progress_bar(total=c.iters, initial=start, desc="cam train", disable=rank != 0)
     last_saved, t0 = start, time.time()
     it = start
-    for imgs, targets, _ in loader:
+    for batch in loader:
+        if isinstance(batch, DataError):
+            raise batch  # a bad image: one line naming it, whichever process read it
+        imgs, targets, _ = batch
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * (1 - it / c.iters) ** c.poly_power
         imgs, targets = imgs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -179,6 +183,34 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
         io.atomic_write_json(out / "metrics.json", metrics)
     barrier()
     return ckpt_path
+
+
+class _CarryDataErrors(Dataset):
+    """Hands a sample's :class:`DataError` over as the sample instead of raising it.
+
+    Raised inside a DataLoader worker, it would reach the main process as a RuntimeError holding a
+    traceback; returned, it travels (pickled) to the training loop, which raises it as it is.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: Any) -> Any:
+        try:
+            return self.dataset[item]
+        except DataError as exc:
+            return exc
+
+
+def _collate(samples: list[Any]) -> Any:
+    """``default_collate``, or the first :class:`DataError` among the samples."""
+    for sample in samples:
+        if isinstance(sample, DataError):
+            return sample
+    return default_collate(samples)
 
 
 def _mean_over_ranks(x: torch.Tensor, world: int) -> torch.Tensor:

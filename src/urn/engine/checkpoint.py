@@ -8,6 +8,7 @@ Nothing in a checkpoint is executed on load: ``torch.load(weights_only=True)`` r
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unsafe content"
-        raise UrnError(f"{path}: refused to load: not a plain weights file ({first})") from None
+        raise UrnError(f"{path}: refused to load: not a plain weights file ({torch_load_reason(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UrnError(f"{path}: unreadable checkpoint ({first})") from None
+        raise UrnError(f"{path}: unreadable checkpoint ({torch_load_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise UrnError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
     return obj
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """The telling phrase of a ``torch.load`` error, for a one-line message.
+
+    torch's texts run to paragraphs of advice (including "set weights_only=False", which is what
+    must not be done with an untrusted file); keep the sentence that says what is wrong: the
+    blocked global of a pickle (``... unsupported GLOBAL posix.system ...``) or the first sentence.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = next((ln for ln in lines if re.search(r"unsupported global", ln, re.IGNORECASE)), lines[0])
+    return line.split(". ")[0].rstrip(".")[:160]
 
 
 def model_state(obj: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -113,8 +113,8 @@ def read_state_dict(path: Path, backbone_only: bool = True) -> dict[str, Tensor]
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         text = str(exc)
-        if "Unsupported global" in text:  # weights_only refused to build an arbitrary object
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if re.search(r"unsupported global", text, re.IGNORECASE):  # weights_only refused an arbitrary object
+            found = re.search(r"GLOBAL ([\w.]+)", text)
             what = found.group(1) if found else "a Python object"
             raise UrnError(f"{path}: refused to load: holds pickled code ({what}), not only tensors") from None
         first = "not a PyTorch file" if "Weights only load failed" in text else text.strip().split("\n")[0][:160]
