@@ -222,6 +222,8 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
                     "auroc",
                     "average_precision",
                     "wrong_pixels_downweighted_by_hard",
+                    "foreground_downweighted_by_hard",
+                    "background_downweighted_by_hard",
                     "wrong_pixel_rate",
                 )
             },

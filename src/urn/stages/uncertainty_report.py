@@ -84,6 +84,10 @@ def build_uncertainty_report(
     pos = np.zeros(N_BINS, np.int64)
     neg = np.zeros(N_BINS, np.int64)
     cm_cyclic, cm_original = ConfusionMatrix(n), ConfusionMatrix(n)
+    hard_bin = int(0.95 * N_BINS)  # Ũ >= 0.95 <=> weight byte <= 0.05: what the hard rule mutes
+    # (pixels, muted) of the cyclic masks' foreground and background: needs no ground truth, and tells
+    # whether the uncertainty sits on noisy pixels or on whole objects of an under-confident Seg-1
+    muted = {"foreground": [0, 0], "background": [0, 0]}
     mean_u: list[tuple[float, str]] = []
     bar = progress_bar(total=len(ids), desc="uncertainty report", unit="img", disable=quiet)
     for image_id in ids:
@@ -93,6 +97,9 @@ def build_uncertainty_report(
         valid = gt != 255
         wrong = (cyclic != gt) & valid
         bins = _bin(u)
+        for part, where in (("foreground", cyclic != 0), ("background", cyclic == 0)):
+            muted[part][0] += int(where.sum())
+            muted[part][1] += int((where & (bins >= hard_bin)).sum())
         pos += np.bincount(bins[wrong], minlength=N_BINS)
         neg += np.bincount(bins[valid & ~wrong], minlength=N_BINS)
         cm_cyclic.update(gt, cyclic)
@@ -116,7 +123,6 @@ def build_uncertainty_report(
                 "error_rate": (p / (p + q)) if p + q else None,
             }
         )
-    hard_bin = int(0.95 * N_BINS)
     report = {
         "split": split,
         "images": len(ids),
@@ -126,6 +132,8 @@ def build_uncertainty_report(
         "error_by_decile": deciles,
         "wrong_pixels_downweighted_by_hard": float(pos[hard_bin:].sum() / max(pos.sum(), 1)),
         "right_pixels_downweighted_by_hard": float(neg[hard_bin:].sum() / max(neg.sum(), 1)),
+        "foreground_downweighted_by_hard": muted["foreground"][1] / max(muted["foreground"][0], 1),
+        "background_downweighted_by_hard": muted["background"][1] / max(muted["background"][0], 1),
         "miou_cyclic": cm_cyclic.compute().miou * 100,
         "miou_pseudo_masks": cm_original.compute().miou * 100 if pseudo_mask_dir is not None else None,
     }
