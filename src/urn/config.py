@@ -59,6 +59,9 @@ class BackboneConfig:
     output_stride: int = 8
     pretrained: bool = False  # from timm's hub (needs network)
     weights: str | None = None  # local file: timm / torchvision / reference state dict
+    # BN running statistics frozen at their ImageNet values, scale and shift still trained (mmseg's
+    # norm_eval=True: the reference's ResNet-101 configs; its Res2Net / ScaleNet / WR38 train them)
+    norm_eval: bool = False
 
 
 @dataclass

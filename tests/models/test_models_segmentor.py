@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from urn.config import BackboneConfig, ModelConfig
+from urn.config import BackboneConfig, ModelConfig, load_config
 from urn.errors import ConfigError
 from urn.models import Segmentor, build_segmentor
 
@@ -53,3 +53,21 @@ def test_channels_last_matches_contiguous() -> None:
         model = model.to(memory_format=torch.channels_last)
         out = model(x.contiguous(memory_format=torch.channels_last))["out"]
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_norm_eval_freezes_backbone_bn_statistics_but_not_the_heads() -> None:
+    """``model.backbone.norm_eval`` (the ResNet-101 presets): backbone BN running stats fixed through a
+    training step, its BN scale/shift and the heads' BN still learn."""
+    assert load_config("voc12_r101").model.backbone.norm_eval
+    assert not load_config("voc12_r2n").model.backbone.norm_eval
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=BackboneConfig(name="resnet18", norm_eval=True), head_channels=16, aux_channels=8)
+    model = build_segmentor(cfg, 3).train()
+    bb_bn = model.backbone.model.bn1
+    head_bns = [m for m in model.head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before_bb, before_head = bb_bn.running_mean.clone(), head_bns[0].running_mean.clone()
+    out = model(torch.randn(2, 3, 32, 32))
+    out["out"].mean().backward()
+    assert torch.equal(bb_bn.running_mean, before_bb)
+    assert not torch.equal(head_bns[0].running_mean, before_head)
+    assert bb_bn.weight.grad is not None

@@ -83,6 +83,8 @@ def build_segmentor(cfg: ModelConfig, num_classes: int) -> Segmentor:
     if head_cls is None:
         raise ConfigError(f"model.head: unknown head {cfg.head!r} (choose from {', '.join(HEADS)})")
     backbone = build_backbone(cfg.backbone)
+    if cfg.backbone.norm_eval:
+        backbone.freeze_bn()
     channels = backbone.out_channels
     head = head_cls(in_channels=channels, num_classes=num_classes, channels=cfg.head_channels, dropout=cfg.dropout)
     aux = None
