@@ -131,21 +131,27 @@ def test_cam_training_killed_and_resumed_gives_identical_weights(root, tmp_path,
     assert_no_temp_files(killed)
 
 
-def test_cam_inference_killed_and_rerun_gives_identical_files(root, tmp_path, classifier, cli, kill_when, one_thread):
-    args = ["cam", "infer", "demo", f"data.root={root}", *CAM, "--checkpoint", str(classifier), "--split", "train"]
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    assert cli(*args, "--out", full).code == 0
-    assert _count(full, "*.npz") == N_TRAIN
-
+def _kill_rerun_and_compare(args: list, full: Path, killed: Path, pattern: str, cli, kill_when) -> None:
+    """A per-image stage: SIGKILL ``urn *args`` after a random number of its ``pattern`` files, leave a torn
+    temp file for one missing image, rerun; the files must equal ``full``'s, with no temp file left."""
     at = _RANDOM.randint(1, N_TRAIN // 2)
-    kill_when([*URN, *args, "--out", str(killed)], lambda: _count(killed, "*.npz") >= at, timeout=180)
-    assert at <= _count(killed, "*.npz") < N_TRAIN, f"killed after {at} images: {_count(killed, '*.npz')} done"
+    kill_when([*URN, *args, "--out", str(killed)], lambda: _count(killed, pattern) >= at, timeout=180)
+    assert at <= _count(killed, pattern) < N_TRAIN, f"killed after {at} images: {_count(killed, pattern)} done"
     missing = sorted(set(_digest(full)) - set(_digest(killed)))[0]
     _leave_torn_temp(killed / missing)
     assert cli(*args, "--out", killed).code == 0, f"killed after {at} images"
 
     assert _digest(killed) == _digest(full), f"killed after {at} images"
     assert_no_temp_files(killed)
+
+
+def test_cam_inference_killed_and_rerun_gives_identical_files(root, tmp_path, classifier, cli, kill_when, one_thread):
+    args = ["cam", "infer", "demo", f"data.root={root}", *CAM, "--checkpoint", str(classifier), "--split", "train"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert cli(*args, "--out", full).code == 0
+    assert _count(full, "*.npz") == N_TRAIN
+
+    _kill_rerun_and_compare(args, full, killed, "*.npz", cli, kill_when)
 
 
 def test_pmm_killed_and_rerun_gives_identical_masks(root, tmp_path, classifier, cli, kill_when, one_thread):
@@ -158,15 +164,7 @@ def test_pmm_killed_and_rerun_gives_identical_masks(root, tmp_path, classifier, 
     assert cli(*args, "--out", full).code == 0
     assert _count(full, "*.png") == N_TRAIN
 
-    at = _RANDOM.randint(1, N_TRAIN // 2)
-    kill_when([*URN, *args, "--out", str(killed)], lambda: _count(killed, "*.png") >= at, timeout=180)
-    assert at <= _count(killed, "*.png") < N_TRAIN, f"killed after {at} images: {_count(killed, '*.png')} done"
-    missing = sorted(set(_digest(full)) - set(_digest(killed)))[0]
-    _leave_torn_temp(killed / missing)
-    assert cli(*args, "--out", killed).code == 0, f"killed after {at} images"
-
-    assert _digest(killed) == _digest(full), f"killed after {at} images"
-    assert_no_temp_files(killed)
+    _kill_rerun_and_compare(args, full, killed, "*.png", cli, kill_when)
 
 
 @pytest.fixture
