@@ -201,3 +201,18 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert probe["gallery_rows"] == 1 + 3, probe
     assert probe["images"] >= 3 * 6 + 2, probe  # gallery + training curves + uncertainty plot
     assert probe["decoded"] == probe["images"], probe
+
+
+def test_diagnose_names_each_broken_premise_and_nothing_when_all_is_well():
+    from urn.stages.pipeline import diagnose
+
+    good = {"pseudo_masks": 60.0, "cyclic_masks": 63.0, "seg1": 40.0, "seg2": 42.0}
+    assert diagnose(good, {"foreground_downweighted_by_hard": 0.10, "background_downweighted_by_hard": 0.05}) == []
+    assert diagnose({**good, "pseudo_masks": None}, None) == []
+
+    demo = {"pseudo_masks": 61.49, "cyclic_masks": 47.56, "seg1": 38.01, "seg2": 23.96}
+    notes = diagnose(demo, {"foreground_downweighted_by_hard": 0.51, "background_downweighted_by_hard": 0.053})
+    assert len(notes) == 3
+    assert "cyclic masks (47.6)" in notes[0] and "(61.5)" in notes[0]
+    assert "51% of the cyclic masks' foreground" in notes[1] and "5% of background" in notes[1]
+    assert "Seg-2 (24.0) scores below Seg-1 (38.0)" in notes[2]

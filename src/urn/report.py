@@ -186,6 +186,8 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
     for key, (label, split) in labels.items():
         parts.append(f"<tr><td>{label}</td><td>{split}</td><td>{_fmt(miou.get(key))}</td></tr>")
     parts.append("</table>")
+    if metrics.get("notes"):
+        parts.append("<ul id='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"]) + "</ul>")
     per_class = metrics.get("per_class_iou", {})
     if per_class:
         names = list(next(iter(per_class.values())).keys())
@@ -230,8 +232,6 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
         parts.append("<h2>Time per stage</h2><table id='seconds'><tr><th>stage</th><th>seconds</th></tr>")
         parts += [f"<tr><td>{k}</td><td>{v:.1f}</td></tr>" for k, v in seconds.items()]
         parts.append("</table>")
-    for note in metrics.get("notes", []):
-        parts.append(f"<p><em>{html.escape(note)}</em></p>")
     parts.append("</body></html>")
     path = run_dir / "report.html"
     atomic_write_text(path, "\n".join(parts))

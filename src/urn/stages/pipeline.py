@@ -228,10 +228,45 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
                 )
             },
             "seconds": stage_seconds(run_dir),
-            "notes": notes,
+            "notes": notes + diagnose(miou, report),
             "config": config_to_dict(cfg),
         }
         atomic_write_json(run_dir / "metrics.json", metrics)
+
+
+def diagnose(miou: dict[str, float | None], uncertainty: dict[str, Any] | None) -> list[str]:
+    """Plain-language notes on the two premises URN's gain rests on, when a run breaks them.
+
+    Args:
+        miou: percentages under ``pseudo_masks``, ``cyclic_masks``, ``seg1``, ``seg2`` (``None`` if unscored).
+        uncertainty: the uncertainty report (``foreground_downweighted_by_hard``,
+            ``background_downweighted_by_hard`` as fractions), or ``None``.
+
+    Returns:
+        One sentence per broken premise, and one if Seg-2 scores below Seg-1; empty when all is well.
+    """
+    notes = []
+    pseudo, cyclic, seg1, seg2 = (miou.get(k) for k in ("pseudo_masks", "cyclic_masks", "seg1", "seg2"))
+    if pseudo is not None and cyclic is not None and cyclic < pseudo:
+        notes.append(
+            f"The cyclic masks ({cyclic:.1f}) score below the pseudo-masks Seg-1 learned from ({pseudo:.1f}): "
+            "Seg-1 does not fit and denoise them (too few iterations or too small a model?), so Seg-2 learns "
+            "from worse targets."
+        )
+    if uncertainty is not None:
+        fg, bg = uncertainty.get("foreground_downweighted_by_hard"), uncertainty.get("background_downweighted_by_hard")
+        if fg is not None and bg is not None and fg >= 0.2 and fg > 3 * bg:
+            notes.append(
+                f"The hard weighting mutes {100 * fg:.0f}% of the cyclic masks' foreground pixels against "
+                f"{100 * bg:.0f}% of background: Seg-1 is uncertain about whole objects rather than about their "
+                "noisy pixels, and Seg-2 will under-learn the objects."
+            )
+    if seg1 is not None and seg2 is not None and seg2 < seg1:
+        notes.append(
+            f"Seg-2 ({seg2:.1f}) scores below Seg-1 ({seg1:.1f}); docs/pipeline.md ('The demo') walks through "
+            "how to tell why."
+        )
+    return notes
 
 
 def _report(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
