@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -47,15 +49,24 @@ def tiny(root: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def finished_run(demo_root, tmp_path_factory) -> tuple[Path, dict]:
-    """One complete tiny run, shared by the tests that only read it."""
+def finished_run(demo_root, tmp_path_factory) -> tuple[Path, str]:
+    """One complete tiny run through the real `urn demo` command, shared by the tests that only read it.
+
+    Returns the run folder and what the command printed.
+    """
+    from urn.cli import main
+
     run = tmp_path_factory.mktemp("pipeline") / "run"
-    return run, run_pipeline(tiny(demo_root), run, quiet=True)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exited:
+        main(["demo", "--out", str(run), "--data", str(demo_root), *TINY, "--quiet"])
+    assert exited.value.code in (0, None), printed.getvalue()
+    return run, printed.getvalue()
 
 
 @pytest.mark.slow
 def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, finished_run):
-    run, metrics = finished_run
+    run, printed = finished_run
     for stage in STAGES:
         assert (run / stage / "DONE.json").is_file(), stage
     ids = (demo_root / "ImageSets/Segmentation/train.txt").read_text().split()
@@ -71,7 +82,10 @@ def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, finished_ru
     assert all(isinstance(v, float) and 0 <= v <= 100 for v in on_disk["miou"].values()), on_disk["miou"]
     assert set(on_disk["seconds"]) == set(STAGES) - {"report"} or set(on_disk["seconds"]) == set(STAGES)
     assert on_disk["config"]["data"]["root"] == str(demo_root)
-    assert metrics["miou"] == on_disk["miou"]
+    scores = ", ".join(f"{k}={v:.2f}" for k, v in on_disk["miou"].items())
+    assert f"mIoU (%): {scores}\n" in printed
+    assert all(f"note: {n}\n" in printed for n in on_disk["notes"])
+    assert printed.endswith(f"report: {run / 'report.html'}\n")
     html = (run / "report.html").read_text()
     assert "<table id='miou'>" in html and html.count("data:image/png;base64,") >= 3 * 6  # 3 val images x 6 columns
     # a rerun skips every complete stage

@@ -271,6 +271,7 @@ def run(
     )
     if metrics:
         typer.echo(json.dumps(metrics.get("miou", {}), indent=2))
+        _echo_notes(metrics)
     if (out / "report.html").is_file():
         typer.echo(f"report: {out / 'report.html'}")
 
@@ -301,7 +302,14 @@ def demo(
         "mIoU (%): "
         + ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items())
     )
+    _echo_notes(metrics)
     typer.echo(f"report: {out / 'report.html'}")
+
+
+def _echo_notes(metrics: dict) -> None:
+    """The run's notes (skipped scores, broken URN premises), one per line."""
+    for note in metrics.get("notes") or []:
+        typer.echo(f"note: {note}")
 
 
 def _close_progress_bars() -> None:
