@@ -56,8 +56,9 @@ def test_stale_temps_are_swept(tmp_path):
 def test_unwritable_destination_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(UrnError, match="cannot write here"):
+    with pytest.raises(UrnError, match="cannot write here") as err:
         atomic_save_npy(blocker / "a.npy", np.zeros(2))
+    assert str(err.value).endswith(f"({blocker} is a file, not a folder)")
 
 
 def test_disk_full_is_reported_and_leaves_nothing(tmp_path, monkeypatch):

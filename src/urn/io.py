@@ -42,6 +42,9 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     except OSError as exc:
+        blocker = next((a for a in (path.parent, *path.parent.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:  # mkdir's "File exists" / "Not a directory" do not say which path is in the way
+            raise UrnError(f"{path.parent}: cannot write here ({blocker} is a file, not a folder)") from None
         raise UrnError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, mode) as fh:

@@ -254,7 +254,7 @@ def test_output_directory_not_writable(cli, demo_root, tmp_path):
         "--classes",
         demo_root / "classes.txt",
     )
-    assert_user_error(result, "blocker", "cannot write")
+    assert_user_error(result, "cannot write here", f"({blocker} is a file, not a folder)")
 
 
 def test_score_masks_with_missing_predictions(cli, demo_root, tmp_path):
@@ -268,7 +268,7 @@ def test_demo_data_into_unwritable_place(cli, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     result = cli("data", "demo", blocker / "demo", "--n-train", "2", "--n-val", "1")
-    assert_user_error(result, "blocker")
+    assert_user_error(result, "cannot write here", f"({blocker} is a file, not a folder)")
     assert_no_temp_files(tmp_path)
 
 
