@@ -116,6 +116,7 @@ def predict_split(
         remove_stale_temps(target)
         for tmp in Path(out).glob(f".{TARBALL}.*{TMP_SUFFIX}"):  # an archive a killed run was packing
             tmp.unlink(missing_ok=True)
+    distributed.barrier()  # no rank starts writing its temp files while rank 0 is sweeping stale ones
     ids = distributed.shard(layout.ids(split), info)
     todo = [i for i in ids if not _complete_png(target / f"{i}.png")]
     bar = progress_bar(
