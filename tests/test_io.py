@@ -12,6 +12,7 @@ from urn.io import (
     read_image,
     read_mask,
     remove_stale_temps,
+    remove_stale_temps_of,
     save_palette_png,
     voc_palette,
 )
@@ -51,6 +52,16 @@ def test_stale_temps_are_swept(tmp_path):
     (tmp_path / "sub" / f".a.png.x{TMP_SUFFIX}").write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == 1
     assert not list(tmp_path.rglob(f"*{TMP_SUFFIX}"))
+
+
+def test_remove_stale_temps_of_named_files_only(tmp_path):
+    mine = tmp_path / f".a.png.x1{TMP_SUFFIX}"
+    other_rank = tmp_path / f".b.png.x2{TMP_SUFFIX}"
+    similar = tmp_path / f".a.png2.x3{TMP_SUFFIX}"
+    for f in (mine, other_rank, similar):
+        f.write_bytes(b"x")
+    assert remove_stale_temps_of(tmp_path, ["a.png"]) == 1
+    assert not mine.exists() and other_rank.exists() and similar.exists()
 
 
 def test_unwritable_destination_is_a_one_line_error(tmp_path):

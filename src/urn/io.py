@@ -15,7 +15,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,6 +123,21 @@ def remove_stale_temps(folder: str | Path) -> int:
     for tmp in folder.rglob(f"*{TMP_SUFFIX}"):
         _silent_unlink(tmp)
         n += 1
+    return n
+
+
+def remove_stale_temps_of(folder: str | Path, names: Iterable[str]) -> int:
+    """Delete the temporary files a killed process left for the files ``folder/<name>`` only.
+
+    For a rank sharing ``folder`` with others, which may be writing temps of their own files.
+    Returns how many were deleted.
+    """
+    prefixes = tuple(f".{name}." for name in names)  # how atomic_open names the temp of <name>
+    n = 0
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if tmp.name.startswith(prefixes):
+            _silent_unlink(tmp)
+            n += 1
     return n
 
 

@@ -238,7 +238,7 @@ def run(cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | N
     folders = [out] + ([Path(heat_out)] if heat_out is not None else [])
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        _sweep_temps(folder, ids)
+        io.remove_stale_temps_of(folder, (f"{i}.npz" for i in ids))  # this rank's ids only
     bar = progress_bar(total=len(ids), desc=f"cam infer {split}", unit="img", disable=rank != 0)
     done = 0
     for image_id in ids:
@@ -266,11 +266,3 @@ def run(cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | N
     bar.close()
     log.info("cam infer %s: %d images written, %d already complete", split, done, len(ids) - done)
     return out
-
-
-def _sweep_temps(folder: Path, ids: Sequence[str]) -> None:
-    """Remove temp files a killed run left for *this rank's* ids (other ranks may be writing theirs)."""
-    mine = {f".{i}.npz." for i in ids}
-    for tmp in folder.glob(f".*{io.TMP_SUFFIX}"):
-        if any(tmp.name.startswith(prefix) for prefix in mine):
-            tmp.unlink(missing_ok=True)

@@ -114,7 +114,8 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
     layout = DatasetLayout.open(d.root, d.layout, d.classes_file)
     ids = layout.ids(split)[rank::world]
     out.mkdir(parents=True, exist_ok=True)
-    _sweep_temps(out, ids)
+    masks = [f"{i}.png" for i in ids]
+    io.remove_stale_temps_of(out, masks)  # this rank's ids only
     init = (d.root, d.layout, d.classes_file, cfg.pmm, cams_dir, out)
     bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
     written = 0
@@ -131,19 +132,11 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
                 written += _make_one(image_id)
                 bar.update(1)
     except Exception:
-        _sweep_temps(out, ids)  # what workers stopped by the pool's terminate() were writing
+        io.remove_stale_temps_of(out, masks)  # what workers stopped by the pool's terminate() were writing
         raise
     bar.close()
     log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
     return out
-
-
-def _sweep_temps(out: Path, ids: Sequence[str]) -> None:
-    """Remove temp files of *these* ids' masks (other ranks may be writing theirs)."""
-    mine = {f".{i}.png." for i in ids}
-    for tmp in out.glob(f".*{io.TMP_SUFFIX}"):
-        if any(tmp.name.startswith(p) for p in mine):
-            tmp.unlink(missing_ok=True)
 
 
 def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) -> ConfusionMatrix:
