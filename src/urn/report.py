@@ -1,8 +1,10 @@
 """``report.html``: one self-contained page (images embedded) summarising a pipeline run.
 
-Sections: per-stage mIoU, per-class IoU of Seg-1 and Seg-2, training curves, the uncertainty report
-(AUROC, error by uncertainty decile, most uncertain training images), and a gallery of val images:
-image | pseudo-mask | uncertainty | Seg-1 | Seg-2 | ground truth.
+Sections: per-stage mIoU, the label-free checks (tags vs masks, :mod:`urn.coverage`), per-class IoU
+of Seg-1 and Seg-2, training curves, the uncertainty report (AUROC, error by uncertainty decile, most
+uncertain training images), and a gallery of val images: image | pseudo-mask | uncertainty | Seg-1 |
+Seg-2 | ground truth. Gallery images are scaled to their column (six equal columns across the page),
+whatever their size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from urn.config import Config
 from urn.io import atomic_write_text, colorize, read_mask
 
 GALLERY_IMAGES = 6
+GALLERY_COLUMNS = ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth")
+COVERAGE_LABELS = {"pseudo_masks": "PMM pseudo-masks", "cyclic_masks": "cyclic masks"}
+# Tables and images never grow past the page; gallery columns share the width equally (fixed
+# layout), and each image fills its cell at its own aspect ratio, so 500 px images fit six abreast.
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1000px}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+    "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+    "img{image-rendering:pixelated;max-width:100%;height:auto}"
+    ".gallery{table-layout:fixed;width:100%}.gallery td,.gallery th{padding:2px;overflow:hidden}"
+    ".gallery th{font-size:90%}.gallery img{display:block;width:100%;height:auto}"
+)
 
 
 def _png_uri(array_or_path: np.ndarray | Path) -> str:
@@ -161,6 +175,67 @@ def _val_pseudo_masker(cfg: Config, run_dir: Path, layout):
     return make
 
 
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}"
+
+
+def coverage_tables(coverage: dict[str, dict[str, Any] | None]) -> list[str]:
+    """The "Label-free checks" section: per mask set and per class, what the masks keep of the tags.
+
+    Args:
+        coverage: ``metrics.json["coverage"]``: ``{"pseudo_masks": ..., "cyclic_masks": ...}``, each a
+            :meth:`urn.coverage.Coverage.as_dict` or ``None``.
+
+    Returns:
+        HTML fragments (empty when no check ran).
+    """
+    stages = {k: v for k, v in coverage.items() if v}
+    if not stages:
+        return []
+    parts = [
+        "<h2>Label-free checks (tags vs masks, train)</h2>",
+        "<p>No ground truth: for every image, are its tagged classes in the mask? A high missing-tag rate means "
+        "the stage lost the objects.</p>",
+        "<table id='coverage'><tr><th>masks</th><th>tagged images</th><th>missing-tag rate (%)</th>"
+        "<th>all-background images (%)</th><th>foreground share (%)</th></tr>",
+    ]
+    for key, cov in stages.items():
+        parts.append(
+            f"<tr><td>{html.escape(COVERAGE_LABELS.get(key, key))}</td><td>{cov.get('tagged_images', '–')}</td>"
+            f"<td>{_pct(cov.get('missing_tag_rate'))}</td><td>{_pct(cov.get('empty_share'))}</td>"
+            f"<td>{_pct(cov.get('foreground_share'))}</td></tr>"
+        )
+    parts.append("</table>")
+    names = list(dict.fromkeys(name for cov in stages.values() for name in cov.get("per_class", {})))
+    if names:
+        parts.append(
+            "<table id='coverage-per-class'><tr><th>class</th><th>tagged images</th>"
+            + "".join(f"<th>{html.escape(COVERAGE_LABELS.get(k, k))}: foreground share (%)</th>" for k in stages)
+            + "</tr>"
+        )
+        for name in names:
+            rows = [cov.get("per_class", {}).get(name) or {} for cov in stages.values()]
+            tags = next((r["tags"] for r in rows if "tags" in r), "–")
+            parts.append(
+                f"<tr><td>{html.escape(name)}</td><td>{tags}</td>"
+                + "".join(f"<td>{_pct(r.get('foreground_share'))}</td>" for r in rows)
+                + "</tr>"
+            )
+        parts.append("</table>")
+    return parts
+
+
+def gallery_table(rows: list[list[tuple[str, np.ndarray]]]) -> str:
+    """The gallery as one fixed-layout table: a header of :data:`GALLERY_COLUMNS`, one row per image.
+
+    Args:
+        rows: per image, ``(alt text, (H, W, 3) uint8 RGB)`` for each column; sizes may differ.
+    """
+    head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in GALLERY_COLUMNS) + "</tr>"
+    body = ["<tr>" + "".join(f"<td>{_img(arr, alt)}</td>" for alt, arr in row) + "</tr>" for row in rows]
+    return "<table class='gallery'>" + head + "".join(body) + "</table>"
+
+
 def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Path:
     """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
     run_dir = Path(run_dir)
@@ -168,10 +243,7 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
     miou = metrics.get("miou", {})
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>urn report</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-        "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated}"
-        ".gallery td{padding:2px}.gallery img{display:block}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>urn run: {html.escape(cfg.name)}</h1>",
         f"<p>Dataset <code>{html.escape(cfg.data.root)}</code>, backbone "
         f"<code>{html.escape(cfg.model.backbone.name)}</code>, head <code>{html.escape(cfg.model.head)}</code>.</p>",
@@ -188,6 +260,7 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
     parts.append("</table>")
     if metrics.get("notes"):
         parts.append("<ul id='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"]) + "</ul>")
+    parts += coverage_tables(metrics.get("coverage") or {})
     per_class = metrics.get("per_class_iou", {})
     if per_class:
         names = list(next(iter(per_class.values())).keys())
@@ -219,14 +292,7 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
         ):
             if (udir / name).is_file():
                 parts.append(f"<p>{html.escape(alt)}</p>" + _img(udir / name, alt))
-    parts.append(
-        "<h2>Gallery (val)</h2><table class='gallery'><tr>"
-        + "".join(f"<th>{c}</th>" for c in ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth"))
-        + "</tr>"
-    )
-    for row in _gallery_rows(cfg, run_dir, device):
-        parts.append("<tr>" + "".join(f"<td>{_img(arr, alt)}</td>" for alt, arr in row) + "</tr>")
-    parts.append("</table>")
+    parts.append("<h2>Gallery (val)</h2>" + gallery_table(_gallery_rows(cfg, run_dir, device)))
     seconds = metrics.get("seconds", {})
     if seconds:
         parts.append("<h2>Time per stage</h2><table id='seconds'><tr><th>stage</th><th>seconds</th></tr>")

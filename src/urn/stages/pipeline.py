@@ -17,18 +17,25 @@ itself: training from ``last.pt``, per-image stages by skipping complete files).
 read only by ``evaluate`` and ``report``; if the training split's ground truth is missing, the
 pseudo-mask scores are left out (null) and the pipeline still runs. ``RUN_DIR/metrics.json`` holds
 ``miou`` (percentages: ``pseudo_masks``, ``cyclic_masks`` on train; ``seg1``, ``seg2`` on val),
-``seconds`` per stage and the resolved config.
+``seconds`` per stage, the resolved config, ``coverage`` and ``notes``.
+
+Label-free checks: after ``pseudo_masks`` and after ``uncertainty`` (whose cyclic masks are Seg-1's
+train predictions + CRF), :func:`check_coverage` compares the masks with the image-level tags
+(:mod:`urn.coverage`; no ground truth), writes ``RUN_DIR/<stage>/coverage.json``, prints one line and,
+when most tagged objects are gone, a warning on stderr before the next network trains on the masks.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from urn.config import Config, config_to_dict
+from urn.coverage import mask_coverage, summary_line
 from urn.engine import distributed
 from urn.errors import DataError, UrnError
 from urn.io import atomic_write_json
@@ -36,6 +43,15 @@ from urn.io import atomic_write_json
 STAGES = ("cam_train", "cams", "pseudo_masks", "seg1", "uncertainty", "seg2", "evaluate", "report")
 CAM_STAGES = ("cam_train", "cams", "pseudo_masks")
 DONE = "DONE.json"
+COVERAGE = "coverage.json"
+#: The stages whose masks the label-free check reads, and their key in ``metrics.json["coverage"]``.
+COVERAGE_STAGES = {"pseudo_masks": "pseudo_masks", "uncertainty": "cyclic_masks"}
+#: A tagged class is missing from the mask in at least this share of (image, tag) pairs: the stage
+#: lost most of its objects. Healthy masks miss a tag only where its object is tiny, occluded or
+#: missed by the CAM, a minority of pairs; from half on, the next network sees mostly background
+#: where objects were promised and learns to predict background. The point is a collapse, not
+#: noise, so the bar is "most", not a tuned value.
+COLLAPSE_MISSING_TAG_RATE = 0.5
 
 
 def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
@@ -86,6 +102,8 @@ def run_pipeline(
             raise UrnError(f"--from {from_stage}: earlier stage {stage!r} is not complete in {run_dir}")
     for stage in STAGES[first : last + 1]:
         if stage in CAM_STAGES and not use_cam:
+            if stage == "pseudo_masks" and info.is_main and not (run_dir / stage / COVERAGE).is_file():
+                check_coverage(configs, run_dir, stage, quiet=quiet)  # the user's masks, before Seg-1
             continue
         folder = run_dir / stage
         if (folder / DONE).is_file():
@@ -104,6 +122,8 @@ def run_pipeline(
                     "config": config_to_dict(configs[stage]),
                 },
             )
+            if stage in COVERAGE_STAGES:
+                check_coverage(configs, run_dir, stage, quiet=quiet)
     return read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
 
 
@@ -120,6 +140,102 @@ def stage_seconds(run_dir: Path) -> dict[str, float]:
         if marker.is_file():
             out[stage] = round(json.loads(marker.read_text(encoding="utf-8"))["seconds"], 2)
     return out
+
+
+# ---------------------------------------------------------------------------- label-free checks
+def coverage_mask_dir(configs: dict[str, Config], run_dir: Path, stage: str) -> Path:
+    """The mask folder the label-free check of ``stage`` reads (the user's masks for ``pseudo_masks``)."""
+    if stage == "uncertainty":
+        return Path(run_dir) / "uncertainty" / "masks"
+    return Path(configs["seg1"].data.pseudo_masks)  # type: ignore[arg-type]
+
+
+def check_coverage(configs: dict[str, Config], run_dir: Path, stage: str, *, quiet: bool = False) -> dict | None:
+    """Compare ``stage``'s masks with the tags; write ``RUN_DIR/<stage>/coverage.json``, print, warn.
+
+    Call on the main rank only. Never fails the run: without tags or readable masks it prints why
+    the check was skipped (stderr) and returns ``None``.
+
+    Returns:
+        The :meth:`urn.coverage.Coverage.as_dict` plus ``split`` and ``masks`` (the folder read).
+    """
+    from urn.data.layout import DatasetLayout
+
+    cfg = configs[stage]
+    mask_dir = coverage_mask_dir(configs, run_dir, stage)
+    try:
+        layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+        split = cfg.data.train_split
+        coverage = mask_coverage(layout, layout.ids(split), layout.image_labels(), mask_dir).as_dict()
+    except DataError as exc:
+        print(f"[urn run] {stage}: label-free check skipped: {exc}", file=sys.stderr, flush=True)
+        return None
+    coverage.update(split=split, masks=str(mask_dir))
+    atomic_write_json(Path(run_dir) / stage / COVERAGE, coverage)
+    if not quiet:
+        print(f"[urn run] {stage}: {summary_line(coverage)}", flush=True)
+    warn_if_collapsed(stage, coverage)
+    return coverage
+
+
+def stage_coverage(configs: dict[str, Config], run_dir: Path, stage: str, *, quiet: bool = False) -> dict | None:
+    """``RUN_DIR/<stage>/coverage.json``, computed now if a stage finished without writing it."""
+    path = Path(run_dir) / stage / COVERAGE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if not coverage_mask_dir(configs, run_dir, stage).is_dir():
+        return None
+    return check_coverage(configs, run_dir, stage, quiet=quiet)
+
+
+def collapse_warning(stage: str, coverage: dict[str, Any]) -> str | None:
+    """The multi-line warning for a stage whose masks lost most tagged objects, else ``None``.
+
+    Args:
+        stage: ``"pseudo_masks"`` or ``"uncertainty"`` (the cyclic masks).
+        coverage: a :meth:`urn.coverage.Coverage.as_dict` (``missing_tag_rate``, ``empty_share``).
+    """
+    rate = coverage.get("missing_tag_rate")
+    if rate is None or rate < COLLAPSE_MISSING_TAG_RATE:
+        return None
+    empty = coverage.get("empty_share") or 0.0
+    if stage == "uncertainty":
+        what, who = "cyclic masks (Seg-1's predictions on the train images + CRF)", "Seg-2"
+        advice = [
+            "Seg-1 did not learn the objects. What to try:",
+            "  - more train.iters (Seg-1 may stop before it has learned the shapes);",
+            "  - check train.pus: the PUS clamp starts once the mean loss falls below train.pus.beta; started",
+            "    too early it stops Seg-1 learning the objects (train.pus.enabled=false tells whether it is PUS);",
+            "  - if the pseudo-masks' own check above was bad too, fix them first.",
+        ]
+    else:
+        what, who = "pseudo-masks", "Seg-1"
+        advice = [
+            "What to try:",
+            "  - look at the CAMs (cams/<id>.npz) of a few images: weak or misplaced CAMs mean the classifier",
+            "    (cam_train: cam.iters, cam.lr) is the problem, not the masks;",
+            "  - a larger pmm.bg_power lowers the background score (1 - CAM) ** bg_power, so more pixels",
+            "    become foreground;",
+            "  - pmm.method=threshold (with pmm.bg_threshold) rules out the per-class CRF.",
+        ]
+    return "\n".join(
+        [
+            f"WARNING [urn run] {stage}: the {what} lost most tagged objects:",
+            f"  the tagged class has no pixel in {100 * rate:.0f}% of (image, tag) pairs, and {100 * empty:.0f}% "
+            "of tagged images are all background.",
+            f"  {who} trains on these masks next and will learn mostly background.",
+            *(f"  {line}" for line in advice),
+            "  The run goes on; to redo it with new settings, delete this stage's folder and the later ones.",
+        ]
+    )
+
+
+def warn_if_collapsed(stage: str, coverage: dict[str, Any]) -> bool:
+    """Print :func:`collapse_warning` to stderr when it fires. Returns whether it did."""
+    text = collapse_warning(stage, coverage)
+    if text is not None:
+        print(text, file=sys.stderr, flush=True)
+    return text is not None
 
 
 # ------------------------------------------------------------------------------------------ runners
@@ -211,6 +327,7 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
             # need it are left out rather than failing the run.
             notes.append(f"pseudo-mask scores skipped: {exc}")
             miou["pseudo_masks"] = miou["cyclic_masks"] = None
+        coverage = {key: stage_coverage(configs, run_dir, st, quiet=quiet) for st, key in COVERAGE_STAGES.items()}
         metrics = {
             "miou": {k: miou.get(k) for k in ("pseudo_masks", "cyclic_masks", "seg1", "seg2")},
             "per_class_iou": per_class,
@@ -227,25 +344,41 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
                     "wrong_pixel_rate",
                 )
             },
+            "coverage": coverage,
             "seconds": stage_seconds(run_dir),
-            "notes": notes + diagnose(miou, report),
+            "notes": notes + diagnose(miou, report, coverage),
             "config": config_to_dict(cfg),
         }
         atomic_write_json(run_dir / "metrics.json", metrics)
 
 
-def diagnose(miou: dict[str, float | None], uncertainty: dict[str, Any] | None) -> list[str]:
+def diagnose(
+    miou: dict[str, float | None],
+    uncertainty: dict[str, Any] | None,
+    coverage: dict[str, dict[str, Any] | None] | None = None,
+) -> list[str]:
     """Plain-language notes on the two premises URN's gain rests on, when a run breaks them.
 
     Args:
         miou: percentages under ``pseudo_masks``, ``cyclic_masks``, ``seg1``, ``seg2`` (``None`` if unscored).
         uncertainty: the uncertainty report (``foreground_downweighted_by_hard``,
             ``background_downweighted_by_hard`` as fractions), or ``None``.
+        coverage: the label-free checks under ``pseudo_masks`` and ``cyclic_masks`` (each a
+            :meth:`urn.coverage.Coverage.as_dict` or ``None``), or ``None``.
 
     Returns:
-        One sentence per broken premise, and one if Seg-2 scores below Seg-1; empty when all is well.
+        One sentence per collapsed mask set, per broken premise, and one if Seg-2 scores below Seg-1;
+        empty when all is well.
     """
     notes = []
+    for key, what in (("pseudo_masks", "pseudo-masks"), ("cyclic_masks", "cyclic masks")):
+        rate = ((coverage or {}).get(key) or {}).get("missing_tag_rate")
+        if rate is not None and rate >= COLLAPSE_MISSING_TAG_RATE:
+            notes.append(
+                f"The {what} lost most tagged objects: the tagged class has no pixel in {100 * rate:.0f}% of "
+                "(image, tag) pairs (a label-free check, no ground truth needed); see the warning printed at "
+                "that stage for what to try."
+            )
     pseudo, cyclic, seg1, seg2 = (miou.get(k) for k in ("pseudo_masks", "cyclic_masks", "seg1", "seg2"))
     if pseudo is not None and cyclic is not None and cyclic < pseudo:
         notes.append(
