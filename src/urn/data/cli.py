@@ -1,4 +1,4 @@
-"""``urn data ...``: demo dataset, image-level labels from ground truth, dataset checks. No logic here.
+"""``urn data ...``: demo and scenes datasets, image-level labels from ground truth, dataset checks. No logic here.
 
 User errors (:class:`~urn.errors.UrnError`) propagate to the main app, which prints them as one line
 and exits with code 2. ``urn data check`` exits with 1 when it finds problems, 0 when the split is clean.
@@ -42,6 +42,22 @@ def demo(
     from urn.data.demo import make_demo
 
     layout = make_demo(out, n_train=n_train, n_val=n_val, seed=seed, size=(size, max(32, size * 3 // 4)))
+    typer.echo(f"wrote {n_train} train + {n_val} val images ({layout.classes.num_classes} classes) to {layout.root}")
+
+
+@data_app.command()
+def scenes(
+    out: Annotated[Path, typer.Argument(help="Folder to write the scenes dataset to.")],
+    n_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = 200,
+    n_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = 50,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed (with matplotlib's sample files, all it depends on).")
+    ] = 0,
+) -> None:
+    """Write a second procedural dataset (4 classes on natural-looking scenes, 200-500 px) in VOC layout."""
+    from urn.data.scenes import make_scenes
+
+    layout = make_scenes(out, n_train=n_train, n_val=n_val, seed=seed)
     typer.echo(f"wrote {n_train} train + {n_val} val images ({layout.classes.num_classes} classes) to {layout.root}")
 
 

@@ -22,6 +22,7 @@ Everything depends only on ``seed`` (image ``i`` of a split uses its own generat
 from __future__ import annotations
 
 import io as _io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -197,13 +198,23 @@ def render_sample(rng: np.random.Generator, size: tuple[int, int] = (160, 120)) 
     # 3. camera: slight blur and sensor noise
     img = cv2.GaussianBlur(img, (3, 3), 0.6) + rng.normal(0, 4, img.shape).astype(np.float32)
     # 4. ground truth: 1-pixel ignore band on the inner side of every object border
+    return np.clip(img, 0, 255).astype(np.uint8), ignore_borders(label)
+
+
+def ignore_borders(label: np.ndarray) -> np.ndarray:
+    """Ground truth from a label map: 255 on every object pixel with a 4-neighbour of another label.
+
+    The band lies on the inner side of object borders (background pixels are never ignored); the
+    image border does not count as a border.
+    """
+    h, w = label.shape
     padded = np.pad(label, 1, mode="edge")
-    differs = np.zeros(shape, dtype=bool)
+    differs = np.zeros((h, w), dtype=bool)
     for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
         differs |= padded[dy : dy + h, dx : dx + w] != label
     gt = label.copy()
     gt[differs & (label > 0)] = IGNORE_INDEX
-    return np.clip(img, 0, 255).astype(np.uint8), gt
+    return gt
 
 
 def make_demo(
@@ -223,26 +234,45 @@ def make_demo(
         seed: the only source of randomness.
         size: image ``(W, H)``.
     """
-    if n_train < 1 or n_val < 1:
-        raise ValueError("n_train and n_val must be at least 1")
     if min(size) < 32:
         raise ValueError("demo images must be at least 32 pixels on each side")
+    return write_procedural(out, DEMO_CLASSES, n_train, n_val, seed, lambda rng: render_sample(rng, size))
+
+
+def write_procedural(
+    out: str | Path,
+    classes: ClassList,
+    n_train: int,
+    n_val: int,
+    seed: int,
+    render: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+) -> DatasetLayout:
+    """Write a procedural dataset in VOC layout (atomically) and return its layout.
+
+    Image ``i`` of split ``s`` (0 = train, 1 = val) is ``render(np.random.default_rng((seed, s, i)))``,
+    which returns ``((H, W, 3) uint8 RGB image, (H, W) uint8 ground truth with 255 = ignore)``; it is
+    written as ``JPEGImages/<split>_<i:04d>.jpg`` (quality 90) and ``SegmentationClass/<id>.png``
+    (VOC palette). The split files, ``classes.txt`` and ``cls_labels.json`` (the classes present in
+    each mask; a previous file is replaced, not merged) complete the dataset.
+    """
+    if n_train < 1 or n_val < 1:
+        raise ValueError("n_train and n_val must be at least 1")
     root = Path(out)
     split_dir = root / "ImageSets" / "Segmentation"
     labels: dict[str, tuple[int, ...]] = {}
     for split_no, (split, n) in enumerate((("train", n_train), ("val", n_val))):
         ids = [f"{split}_{i:04d}" for i in range(n)]
         for i, image_id in enumerate(ids):
-            image, gt = render_sample(np.random.default_rng((seed, split_no, i)), size)
+            image, gt = render(np.random.default_rng((seed, split_no, i)))
             buf = _io.BytesIO()
             Image.fromarray(image).save(buf, format="JPEG", quality=90)
             atomic_write_bytes(root / "JPEGImages" / f"{image_id}.jpg", buf.getvalue())
             save_palette_png(root / "SegmentationClass" / f"{image_id}.png", gt)
             labels[image_id] = tuple(int(v) for v in np.unique(gt) if 0 < v < IGNORE_INDEX)
         atomic_write_text(split_dir / f"{split}.txt", "".join(f"{i}\n" for i in ids))
-    atomic_write_text(root / "classes.txt", write_classes_text(DEMO_CLASSES))
+    atomic_write_text(root / "classes.txt", write_classes_text(classes))
     layout = DatasetLayout.open(root, "voc")
     if layout.labels_json_path.exists():
-        layout.labels_json_path.unlink()  # a fresh demo replaces, not merges, its labels
+        layout.labels_json_path.unlink()  # a fresh dataset replaces, not merges, its labels
     write_labels(layout, labels)
     return layout
