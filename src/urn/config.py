@@ -200,7 +200,9 @@ class PMMConfig:
     method: Literal["pmm", "threshold", "threshold_crf"] = "pmm"
     cam_thresh: float = 0.05
     cv_scale: float = 0.3
-    bg_power: float = 11.0
+    # alpha of the background score (1 - Â) ** alpha; "auto": the label-free rule of docs/cam.md (Otsu's
+    # threshold of the split's smoothed CAM values, turned into the alpha that crosses there)
+    bg_power: float | Literal["auto"] = 11.0
     bg_threshold: float = 0.15
     low_confidence_ignore: float | None = None
     crf_gaussian_sxy: float = 3.0

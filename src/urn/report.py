@@ -10,6 +10,7 @@ whatever their size.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -167,10 +168,16 @@ def _val_pseudo_masker(cfg: Config, run_dir: Path, layout):
 
     net, _ = load_classifier(ckpt)
     tags = layout.image_labels()
+    pmm_cfg = cfg.pmm
+    if pmm_cfg.bg_power == "auto":  # the alpha the train split's masks were made with
+        from urn.cam.make_masks import AUTO_ALPHA_FILE
+
+        chosen = json.loads((run_dir / "pseudo_masks" / "masks" / AUTO_ALPHA_FILE).read_text(encoding="utf-8"))
+        pmm_cfg = dataclasses.replace(pmm_cfg, bg_power=float(chosen["bg_power"]))
 
     def make(image_id: str, image: np.ndarray) -> np.ndarray:
         classes = tags.get(image_id, ())
-        return pseudo_mask(image, classes, compute_cams(net, image, classes, cfg.cam), cfg.pmm)
+        return pseudo_mask(image, classes, compute_cams(net, image, classes, cfg.cam), pmm_cfg)
 
     return make
 

@@ -15,6 +15,7 @@ ground truth; :func:`score_mask_dir` does, for reports only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 from collections.abc import Sequence
@@ -24,7 +25,17 @@ import numpy as np
 
 from urn import io
 from urn.cam.infer import read_cams, shard_env
-from urn.cam.pmm import MaskResult, ignore_low_confidence, make_crf, pmm_mask, threshold_crf_mask, threshold_mask
+from urn.cam.pmm import (
+    MaskResult,
+    bg_power_for_threshold,
+    ignore_low_confidence,
+    make_crf,
+    otsu_threshold,
+    pmm_mask,
+    smoothed_foreground_values,
+    threshold_crf_mask,
+    threshold_mask,
+)
 from urn.config import Config, PMMConfig
 from urn.crf import CRFParams
 from urn.data.layout import DatasetLayout
@@ -52,6 +63,8 @@ def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg
         iters=cfg.crf_iters,
     )  # defaults = urn.crf.PMM_CRF
     crf = make_crf(params, cfg.crf_backend)
+    if cfg.bg_power == "auto":
+        raise ValueError("pmm.bg_power='auto' is resolved over a whole split by run(); pass the chosen alpha")
     if image.shape[:2] != cams.shape[1:]:
         raise ValueError(f"CAM size {cams.shape[1:]} != image size {image.shape[:2]}")
     result: MaskResult
@@ -64,6 +77,31 @@ def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg
     else:
         result = threshold_crf_mask(image, cams, classes, crf, cfg.bg_threshold)
     return ignore_low_confidence(result, cfg.low_confidence_ignore)
+
+
+# ---------------------------------------------------------------------------------- label-free alpha
+AUTO_ALPHA_MAX_IMAGES = 1000  # an even subsample bounds the pre-pass on VOC/COCO-sized splits
+AUTO_ALPHA_FILE = "bg_power.json"
+
+
+def auto_bg_power(layout: DatasetLayout, ids: Sequence[str], cams_dir: Path, cfg: PMMConfig) -> dict[str, float]:
+    """``pmm.bg_power: auto``: alpha from the CAMs alone, never from masks (docs/cam.md).
+
+    Pools the CVS-smoothed values above ``cam_thresh`` of every tagged class's CAM over (an even
+    subsample of) ``ids``, takes their Otsu threshold tau, and returns the alpha with
+    ``(1 - tau) ** alpha = tau``. Every rank computes the same value from the same files.
+
+    Returns:
+        ``{"bg_power": alpha, "otsu_threshold": tau, "images": n}``.
+    """
+    step = max(1, -(-len(ids) // AUTO_ALPHA_MAX_IMAGES))
+    sample = list(ids)[::step]
+    values = []
+    for image_id in sample:
+        _, cams = read_cams(Path(cams_dir) / f"{image_id}.npz", layout.classes.num_classes)
+        values.append(smoothed_foreground_values(cams.astype(np.float32), cfg.cam_thresh, cfg.cv_scale))
+    tau = otsu_threshold(np.concatenate(values) if values else np.zeros(0))
+    return {"bg_power": bg_power_for_threshold(tau), "otsu_threshold": tau, "images": len(sample)}
 
 
 # ------------------------------------------------------------------------------------------- stage
@@ -112,11 +150,19 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
         raise DataError(cams_dir, "CAM folder not found (run `urn cam infer` first)")
     d = cfg.data
     layout = DatasetLayout.open(d.root, d.layout, d.classes_file)
-    ids = layout.ids(split)[rank::world]
+    all_ids = layout.ids(split)
+    ids = all_ids[rank::world]
     out.mkdir(parents=True, exist_ok=True)
+    pmm_cfg = cfg.pmm
+    if pmm_cfg.method == "pmm" and pmm_cfg.bg_power == "auto":
+        chosen = auto_bg_power(layout, all_ids, cams_dir, pmm_cfg)
+        pmm_cfg = dataclasses.replace(pmm_cfg, bg_power=chosen["bg_power"])
+        if rank == 0:
+            io.atomic_write_json(out / AUTO_ALPHA_FILE, chosen)
+        log.info("pmm.bg_power=auto: Otsu threshold %.3f -> alpha %.3f", chosen["otsu_threshold"], chosen["bg_power"])
     masks = [f"{i}.png" for i in ids]
     io.remove_stale_temps_of(out, masks)  # this rank's ids only
-    init = (d.root, d.layout, d.classes_file, cfg.pmm, cams_dir, out)
+    init = (d.root, d.layout, d.classes_file, pmm_cfg, cams_dir, out)
     bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
     written = 0
     try:

@@ -75,6 +75,58 @@ def cv_smooth(cam: np.ndarray, cv: float, thresh: float = 0.05) -> np.ndarray:
     return np.power(a, np.float32(1.0 - cv)).astype(np.float32)
 
 
+# ------------------------------------------------------------------------------------ label-free alpha
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` in [0, 1]: the cut maximising the between-class variance.
+
+    Args:
+        values: any shape, float values in [0, 1].
+        bins: histogram bins over [0, 1].
+
+    Returns:
+        The threshold (the upper edge of the last bin of the low class); 0.5 when ``values`` is empty
+        or constant.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return 0.5
+    hist, edges = np.histogram(v, bins=bins, range=(0.0, 1.0))
+    p = hist / hist.sum()
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)  # weight of the low class for a cut after bin i
+    mu = np.cumsum(p * centres)
+    w1 = 1.0 - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * w0 - mu) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = -1.0
+    if between.max() <= 0:
+        return 0.5
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def bg_power_for_threshold(tau: float) -> float:
+    """The ``alpha`` whose background score crosses the smoothed CAM at ``tau``: ``(1 - tau) ** alpha = tau``.
+
+    Without the CRF's pairwise terms a pixel is then foreground exactly where ``Â > tau``. The
+    reference's alpha = 11 is the crossing at tau ~ 0.155.
+    """
+    tau = float(np.clip(tau, 0.01, 0.99))
+    return float(np.log(tau) / np.log(1.0 - tau))
+
+
+def smoothed_foreground_values(cams: np.ndarray, cam_thresh: float = 0.05, cv_scale: float = 0.3) -> np.ndarray:
+    """The CVS-smoothed CAM values ``Â_k`` above ``cam_thresh`` of one image's tagged classes, flattened.
+
+    These are what alpha acts on; their Otsu threshold splits them into the object and the
+    diffuse-activation modes without looking at any mask.
+    """
+    out = []
+    for cam in np.asarray(cams, dtype=np.float32):
+        smooth = cv_smooth(cam, coefficient_of_variation(cam, cam_thresh, cv_scale), cam_thresh)
+        out.append(smooth[smooth > cam_thresh])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 # ----------------------------------------------------------------------------------------------- PPMG
 def ppmg_merge(cams: np.ndarray, fg: np.ndarray) -> np.ndarray:
     """Proportional pseudo-mask merging of per-class foregrounds.
