@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the runs under this folder")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every run")
     args = parser.parse_args()
-    header = f"{'seed':>4} {'pseudo':>7} {'cyclic':>7} {'seg1':>6} {'seg2':>6} {'fg_muted':>8} {'bg_muted':>8} {'min':>5}"
-    print(header, flush=True)
+    names = ("seed", "pseudo", "cyclic", "seg1", "seg2", "fg_muted", "bg_muted", "min")
+    widths = (4, 7, 7, 6, 6, 8, 8, 5)
+    print(" ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)), flush=True)
     seg2_wins = cyclic_wins = 0
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
