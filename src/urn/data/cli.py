@@ -33,7 +33,7 @@ def _layout_kind(value: str) -> Literal["auto", "voc", "coco"]:
 @data_app.command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder to write the demo dataset to.")],
-    n_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = 60,
+    n_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = 200,
     n_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Random seed (the dataset depends only on it).")] = 0,
     size: Annotated[int, typer.Option(min=32, help="Image width in pixels; the height is 3/4 of it.")] = 160,
