@@ -1,8 +1,9 @@
 """Stage: pseudo-masks from CAMs (``urn pmm``).
 
 Reads ``CAMS/<id>.npz`` (:mod:`urn.cam.infer`) and the image, and writes ``OUT/<id>.png``: a
-VOC-palette PNG of contiguous class indices (0 = background; 255 only with
-``pmm.low_confidence_ignore``, off by default as in the reference). ``pmm.method``:
+VOC-palette PNG of raw label ids, as every mask on disk (:mod:`urn.data.classes`: COCO category ids,
+VOC's indices; 0 = background; 255 only with ``pmm.low_confidence_ignore``, off by default as in the
+reference). ``pmm.method``:
 
 - ``pmm``: CVS + per-class two-label CRF (``pmm.crf_*``, the reference's PPMG CRF) + PPMG merging;
 - ``threshold``: argmax over ``[pmm.bg_threshold, A_1..A_K]``;
@@ -125,7 +126,7 @@ def _make_one(image_id: str) -> bool:
         raise DataError(cam_path, f"CAM size {cams.shape[1:]} != image size {size}")
     image = layout.read_image(image_id)
     mask = pseudo_mask(image, classes.tolist(), cams.astype(np.float32), _WORKER["cfg"])  # type: ignore[arg-type]
-    io.save_palette_png(out_path, mask)
+    io.save_palette_png(out_path, layout.classes.to_raw(mask))  # raw ids on disk, as training reads them
     return True
 
 
@@ -190,7 +191,8 @@ def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) ->
     prediction counts as background, since an ignored pixel is still a pixel the mask misses)."""
     cm = ConfusionMatrix(layout.classes.num_classes)
     for image_id in ids:
-        pred = io.read_mask(Path(mask_dir) / f"{image_id}.png").copy()
+        path = Path(mask_dir) / f"{image_id}.png"
+        pred = layout.classes_to_train(io.read_mask(path), path).copy()
         pred[pred == io.IGNORE_INDEX] = 0
         cm.update(layout.read_gt(image_id), pred)
     return cm

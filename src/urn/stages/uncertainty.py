@@ -6,14 +6,16 @@ base dense CRF (argmax = the cyclic pseudo-mask), then the CRF re-run with each 
 response raised to each exponent; U = max over classes of the variance of the binary maps,
 normalised per image. Outputs, written atomically::
 
-    OUT/masks/<id>.png           cyclic pseudo-mask, palette PNG of contiguous class indices
+    OUT/masks/<id>.png           cyclic pseudo-mask, palette PNG of raw label ids (COCO category ids)
     OUT/uncertainty/<id>.npy     normalised uncertainty U, float16 (H, W) in [0, 1]; weight = 1 - U
     OUT/reference/<id>.png       (--reference-format) the reference's 3-channel file, see below
     OUT/summary.json             images done, timing per image (forward vs CRF)
 
 The reference file is what its ``cv2.imwrite([label, w, w])`` leaves on disk: an RGB reader sees
-R = G = w = uint8((1 - U) * 255) and B = label. Resumable (complete outputs are skipped, a killed
-process leaves no partial file) and sharded over ``torchrun`` ranks.
+R = G = w = uint8((1 - U) * 255) and B = label. Labels on disk are raw ids, as in every mask file
+(:mod:`urn.data.classes`), so Seg-2 reads both files as it reads any pseudo-mask. Resumable
+(complete outputs are skipped, a killed process leaves no partial file) and sharded over
+``torchrun`` ranks.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def run_uncertainty(
     import torch
 
     from urn.crf import CRFParams
-    from urn.data.layout import DatasetLayout
+    from urn.data.layout import DatasetLayout, read_target, resolve_dir
     from urn.uncertainty_core import reference_png_array, response_scaling
 
     if (checkpoint is None) == (probs_dir is None):
@@ -116,6 +118,7 @@ def run_uncertainty(
     tags = layout.image_labels() if ucfg.restrict_to_tags else {}
     if ucfg.keep_original_mask and not cfg.data.pseudo_masks:
         raise UrnError("uncertainty.keep_original_mask needs data.pseudo_masks (the masks to keep)")
+    kept_dir = resolve_dir(cfg.data.pseudo_masks, layout, "pseudo-mask") if ucfg.keep_original_mask else None
 
     model = None
     if checkpoint is not None:
@@ -175,8 +178,9 @@ def run_uncertainty(
             t_crf += t2 - t1
             mask = result.cyclic_mask
             if ucfg.keep_original_mask:
-                mask = read_mask(Path(cfg.data.pseudo_masks) / f"{image_id}.png", classes.num_classes)
-            _write_outputs(out, image_id, mask, result.uncertainty, ucfg.reference_format, reference_png_array)
+                mask, _ = read_target(kept_dir / f"{image_id}.png", layout)  # type: ignore[operator]
+            raw = classes.to_raw(mask)  # files hold raw ids; training maps them back (read_target)
+            _write_outputs(out, image_id, raw, result.uncertainty, ucfg.reference_format, reference_png_array)
             bar.update(1)
     bar.close()
     done = len(todo)
@@ -201,6 +205,7 @@ def run_uncertainty(
 
 
 def _write_outputs(out: Path, image_id: str, mask: np.ndarray, u: np.ndarray, reference: bool, ref_fn) -> None:
+    """Write the outputs of one image; ``mask`` holds raw label ids (``ClassList.to_raw``)."""
     from PIL import Image
 
     from urn.io import save_palette_png

@@ -12,6 +12,8 @@ size fits in memory and ranks merge by addition):
 
 Writes ``OUT/uncertainty_report.json``, ``OUT/error_by_decile.png`` and ``OUT/most_uncertain.png``
 (rows: image | pseudo-mask | uncertainty | cyclic mask | ground truth for the N most uncertain images).
+Masks are read as training reads them (:func:`urn.data.layout.read_target`: raw ids on disk mapped to
+contiguous indices), so COCO's category ids compare with the ground truth correctly.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from urn.data.layout import read_target
 from urn.errors import UrnError
-from urn.io import atomic_save_png, atomic_write_bytes, atomic_write_json, colorize, load_npy, read_mask
+from urn.io import atomic_save_png, atomic_write_bytes, atomic_write_json, colorize, load_npy
 from urn.metrics import ConfusionMatrix
 from urn.progress import progress_bar
 
@@ -92,7 +95,7 @@ def build_uncertainty_report(
     bar = progress_bar(total=len(ids), desc="uncertainty report", unit="img", disable=quiet)
     for image_id in ids:
         gt = layout.read_gt(image_id)
-        cyclic = read_mask(uncertainty_dir / "masks" / f"{image_id}.png", n)
+        cyclic, _ = read_target(uncertainty_dir / "masks" / f"{image_id}.png", layout)  # raw ids -> indices
         u = load_npy(uncertainty_dir / "uncertainty" / f"{image_id}.npy").astype(np.float32)
         valid = gt != 255
         wrong = (cyclic != gt) & valid
@@ -104,7 +107,7 @@ def build_uncertainty_report(
         neg += np.bincount(bins[valid & ~wrong], minlength=N_BINS)
         cm_cyclic.update(gt, cyclic)
         if pseudo_mask_dir is not None:
-            original = read_mask(Path(pseudo_mask_dir) / f"{image_id}.png", n).copy()
+            original = read_target(Path(pseudo_mask_dir) / f"{image_id}.png", layout)[0].copy()
             original[original == 255] = 0
             cm_original.update(gt, original)
         mean_u.append((float(u.mean()), image_id))
@@ -159,13 +162,17 @@ def _save_grid(layout, ids: list[str], udir: Path, pmdir: Path | None, path: Pat
     for image_id in ids:
         image = layout.read_image(image_id)
         h, w = image.shape[:2]
-        pseudo = colorize(read_mask(Path(pmdir) / f"{image_id}.png")) if pmdir is not None else np.zeros_like(image)
+        pseudo = (
+            colorize(read_target(Path(pmdir) / f"{image_id}.png", layout)[0])
+            if pmdir is not None
+            else np.zeros_like(image)
+        )
         u = load_npy(udir / "uncertainty" / f"{image_id}.npy").astype(np.float32)
         cells = [
             image,
             pseudo,
             heatmap(u),
-            colorize(read_mask(udir / "masks" / f"{image_id}.png")),
+            colorize(read_target(udir / "masks" / f"{image_id}.png", layout)[0]),
             colorize(layout.read_gt(image_id)),
         ]
         sep = np.full((h, 4, 3), 255, np.uint8)
