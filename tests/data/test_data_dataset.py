@@ -125,8 +125,20 @@ def test_reference_three_channel_png(demo_copy: Path) -> None:
     item = ds[2]
     assert np.array_equal(item["target"].numpy(), expected[image_id][0])
     assert np.allclose(item["weight"].numpy(), expected[image_id][1] / 255.0)
-    no_weights = SegmentationDataset(layout, "train", target_dir=urn_dir)[2]
-    assert bool((no_weights["weight"] == 1).all())
+    # without data.uncertainty the reference files' own weight channel is used, not thrown away
+    own = SegmentationDataset(layout, "train", target_dir=urn_dir)
+    assert own.weight_source == "pseudo_masks"
+    assert np.allclose(own[2]["weight"].numpy(), expected[image_id][1] / 255.0)
+    plain = SegmentationDataset(layout, "train", target_dir=layout.gt_dir)
+    assert plain.weight_source is None and bool((plain[2]["weight"] == 1).all())
+    with pytest.raises(UrnError, match=r"seg2.weighting=hard needs per-pixel weights.*data.uncertainty"):
+        plain.require_weights("hard", "seg2")
+    plain.require_weights("none", "seg2")
+    own.require_weights("hard", "seg2")
+    # one single-channel file among reference ones has no weights to give: an error naming it
+    save_palette_png(urn_dir / f"{image_id}.png", expected[image_id][0])
+    with pytest.raises(DataError, match=f"{image_id}.png.*no weight channel"):
+        own.load(2)
 
 
 def test_npy_uncertainty_and_errors(demo_copy: Path) -> None:

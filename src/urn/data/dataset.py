@@ -11,10 +11,16 @@ Files read from ``target_dir`` (``<id>.png``):
 - the reference's 3-channel URN PNG, written by ``cv2.imwrite`` from ``[label, w, w]``, so that on disk
   R = w, G = w, B = label: the label is channel 2 of an RGB read (quirk Q21).
 
-Files read from ``uncertainty_dir`` (optional; without it every weight is 1):
+Files read from ``uncertainty_dir`` (optional):
 
 - ``<id>.npy``: float HxW normalised uncertainty U in [0, 1]; weight = 1 - U; or
 - ``<id>.png``: the reference 3-channel PNG (weight = R byte / 255) or an 8-bit grey PNG (byte / 255).
+
+Where the weights come from (:attr:`SegmentationDataset.weight_source`): ``uncertainty_dir`` when
+given; else, when ``target_dir`` holds the reference's 3-channel PNGs, their weight byte / 255 (the
+reference trains Seg-2 on exactly these files); else there are none and every weight is 1. A loss
+that weights by uncertainty must not start without a source
+(:meth:`SegmentationDataset.require_weights`), or Seg-2 would silently train as plain cross-entropy.
 
 A relative folder is looked up in the working directory first, then under the dataset root (the
 reference keeps ``ppmg/`` and ``urn_r2n/`` inside the root). Weights returned are soft values in
@@ -25,13 +31,13 @@ have weight 0 and target 255.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from urn.data.layout import DatasetLayout, read_target, read_weight, resolve_dir
+from urn.data.layout import DatasetLayout, header, read_target, read_weight, resolve_dir
 from urn.data.transforms import Normalize, Sample, Transform, eval_transforms
 from urn.errors import DataError, UrnError
 
@@ -85,7 +91,11 @@ class SegmentationDataset(Dataset):
     reproducible augmentations every epoch, in any worker process.
 
     Items: ``image`` float32 (3, H, W) normalised; ``target`` int64 (H, W) (255 = ignore); ``weight``
-    float32 (H, W) (1.0 without an uncertainty folder, 0 on padding); ``id`` str; ``index`` int.
+    float32 (H, W) (1.0 without a weight source, 0 on padding); ``id`` str; ``index`` int.
+
+    Attributes:
+        weight_source: ``"uncertainty"`` (``uncertainty_dir``), ``"pseudo_masks"`` (the weight
+            channel of 3-channel reference PNGs in ``target_dir``) or None (all weights 1).
     """
 
     def __init__(
@@ -109,8 +119,41 @@ class SegmentationDataset(Dataset):
         self.fully_supervised = fully_supervised
         self.target_dir = None if fully_supervised else resolve_dir(target_dir, layout, "pseudo-mask")  # type: ignore[arg-type]
         self.uncertainty_dir = None if uncertainty_dir is None else resolve_dir(uncertainty_dir, layout, "uncertainty")
+        self.weight_source: Literal["uncertainty", "pseudo_masks"] | None = None
+        if self.uncertainty_dir is not None:
+            self.weight_source = "uncertainty"
+        elif self._targets_carry_weights():
+            self.weight_source = "pseudo_masks"
         self.transform = transform
         self.seed = seed
+
+    def _targets_carry_weights(self) -> bool:
+        """Whether ``target_dir`` holds 3-channel reference PNGs (judged by the first file present)."""
+        if self.target_dir is None:
+            return False
+        first = next((p for p in (self.target_dir / f"{i}.png" for i in self.ids) if p.is_file()), None)
+        return first is not None and header(first)[0] == "RGB"
+
+    def require_weights(self, weighting: str, key: str) -> None:
+        """Refuse an uncertainty-weighted loss (``weighting`` hard/soft) when the data has no weights.
+
+        Args:
+            weighting: the schedule's ``weighting`` (``none``, ``hard`` or ``soft``).
+            key: the config section it comes from (``seg2`` or ``train``), for the message.
+
+        Raises:
+            UrnError: weighting is on and :attr:`weight_source` is None.
+        """
+        if weighting != "none" and self.weight_source is None:
+            where = f"the pseudo-masks in {self.target_dir} carry"
+            if self.fully_supervised:
+                where = "the ground truth carries"
+            raise UrnError(
+                f"{key}.weighting={weighting} needs per-pixel weights, but data.uncertainty is not set and "
+                f"{where} none: set data.uncertainty to the uncertainty folder `urn uncertainty` wrote, "
+                f"point data.pseudo_masks at the reference's 3-channel [label, w, w] PNGs, "
+                f"or set {key}.weighting=none to train without URN's weighting"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,18 +175,25 @@ class SegmentationDataset(Dataset):
         size = image.shape[:2]
         if self.target_dir is None:
             target_path = self.layout.gt_path(image_id)
-            target = self.layout.read_gt(image_id)
+            target, byte = self.layout.read_gt(image_id), None
         else:
             target_path = self.target_dir / f"{image_id}.png"
-            target, _ = read_target(target_path, self.layout)
+            target, byte = read_target(target_path, self.layout)
         if target.shape != size:
             raise DataError(target_path, f"mask size {_wxh(target.shape)} != image size {_wxh(size)}")
-        if self.uncertainty_dir is None:
-            weight = np.ones(size, dtype=np.float32)
-        else:
+        if self.uncertainty_dir is not None:
             weight, weight_path = read_weight(self.uncertainty_dir, image_id)
             if weight.shape != size:
                 raise DataError(weight_path, f"weight size {_wxh(weight.shape)} != image size {_wxh(size)}")
+        elif self.weight_source == "pseudo_masks":
+            if byte is None:
+                raise DataError(
+                    target_path,
+                    "single-channel pseudo-mask among 3-channel [label, w, w] ones: no weight channel to train on",
+                )
+            weight = byte.astype(np.float32) / 255.0
+        else:
+            weight = np.ones(size, dtype=np.float32)
         return {"image": image, "target": target, "weight": weight, "id": image_id, "index": index}
 
     def __getitem__(self, key: int) -> dict[str, Any]:

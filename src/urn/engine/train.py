@@ -114,6 +114,8 @@ def train_segmentor(
         transform=train_transforms(cfg.data),
         seed=tcfg.seed,
     )
+    # URN's weighting without weights would train Seg-2 as plain cross-entropy: refuse before anything runs
+    dataset.require_weights(tcfg.weighting, "seg2" if tcfg is cfg.seg2 else "train")
     if tcfg.batch_size % info.world_size:
         raise UrnError(f"train.batch_size={tcfg.batch_size} is not divisible by {info.world_size} processes")
     synced = cfg.model.sync_bn and info.distributed and info.device.type == "cuda"
