@@ -92,17 +92,27 @@ def train(
         str | None,
         typer.Option(help="seg1 (config `train`) or seg2 (config `seg2`); default: config `phase`."),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue OUT/last.pt (done without it too when the config is the same)."),
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Delete OUT's checkpoints and log first and train from the start.")
+    ] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a segmentation network (Seg-1 on pseudo-masks with PUS, or Seg-2 with uncertainty weights)."""
+    """Train a segmentation network (Seg-1 on pseudo-masks with PUS, or Seg-2 with uncertainty weights).
+
+    A run already in OUT is continued when its config is the same, refused (naming what differs) if not.
+    """
     from urn.config import load_config
     from urn.stages.segmentation import run_train
 
     if phase not in (None, "seg1", "seg2"):
         raise UrnError(f"--phase must be seg1 or seg2, got {phase!r}")
-    path = run_train(load_config(config, overrides or []), out, phase=phase, resume=resume, device=device, quiet=quiet)
+    cfg = load_config(config, overrides or [])
+    path = run_train(cfg, out, phase=phase, resume=resume, restart=restart, device=device, quiet=quiet)
     typer.echo(f"checkpoint: {path}")
 
 

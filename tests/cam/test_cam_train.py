@@ -43,9 +43,10 @@ def test_resume_equals_uninterrupted(
         train.run(cfg, tmp_path / "resumed")
     monkeypatch.setattr(train, "save_checkpoint", real_save)
     assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["iteration"] == 2
-    with pytest.raises(UrnError, match="--resume"):
-        train.run(cfg, tmp_path / "resumed")
-    resumed = train.run(cfg, tmp_path / "resumed", resume=True)
+    changed = make_tiny_config(demo_root, *extra, "cam.lr=0.02")
+    with pytest.raises(UrnError, match="was trained with cam.lr=0.01, the command asks 0.02"):
+        train.run(changed, tmp_path / "resumed", resume=True)
+    resumed = train.run(cfg, tmp_path / "resumed")  # the same config: resumed without being asked to
 
     a = torch.load(full, weights_only=True)
     b = torch.load(resumed, weights_only=True)

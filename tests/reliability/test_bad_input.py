@@ -513,11 +513,11 @@ def test_segmentation_checkpoint_given_to_cam_inference(cli, demo_copy, tmp_path
     assert not (tmp_path / "c").exists()
 
 
-def test_existing_classifier_run_is_not_overwritten_without_resume(cli, demo_copy, tmp_path):
+def test_existing_classifier_run_that_cannot_be_resumed_is_not_overwritten(cli, demo_copy, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pth").write_bytes(b"an earlier run's weights")
     result = cli("cam", "train", "demo", f"data.root={demo_copy}", "--out", tmp_path / "run")
-    assert_user_error(result, "checkpoint.pth", "a run already exists here", "--resume")
+    assert_user_error(result, "checkpoint.pth", "unreadable checkpoint", "cannot resume it", "--restart")
     assert (tmp_path / "run" / "checkpoint.pth").read_bytes() == b"an earlier run's weights"
 
 

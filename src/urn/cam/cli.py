@@ -37,12 +37,23 @@ def train(
     config: ConfigArg,
     out: OutOpt,
     overrides: OverridesArg = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue OUT/checkpoint.pth.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume", help="Continue OUT/checkpoint.pth (also done without it if the config is the same)."
+        ),
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Delete OUT's checkpoint, log and metrics first and train from the start.")
+    ] = False,
 ) -> None:
-    """Train the multi-label CAM classifier (cam.network: plain or seam) on image-level labels."""
+    """Train the multi-label CAM classifier (cam.network: plain or seam) on image-level labels.
+
+    A run already in OUT is continued when its config is the same, refused (naming what differs) if not.
+    """
     from urn.cam.train import run
 
-    path = run(_config(config, overrides), out, resume=resume)
+    path = run(_config(config, overrides), out, resume=resume, restart=restart)
     typer.echo(f"checkpoint: {path}")
 
 

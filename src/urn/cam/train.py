@@ -3,10 +3,15 @@
 Artifacts in ``OUT``:
 
 - ``checkpoint.pth``: one dict, written atomically every ``cam.ckpt_every`` iterations and at the
-  end: ``model``, ``optimizer``, ``iteration``, ``rng`` (per rank), ``config``, ``num_classes``,
-  ``class_names``. Load it with ``torch.load(..., weights_only=True)``.
+  end: ``kind`` (``"classifier"``), ``model``, ``optimizer``, ``iteration``, ``rng`` (per rank),
+  ``config``, ``num_classes``, ``class_names``, ``identity`` (:mod:`urn.engine.resume`). Load it
+  with ``torch.load(..., weights_only=True)``.
 - ``config.yaml``: the resolved config; ``log.jsonl``: one line per ``cam.log_every`` iterations;
 - ``metrics.json``: classification mAP / F1 on ``data.val_split`` (image-level labels only).
+
+A checkpoint already in ``OUT`` is resumed when it was trained with the same identity (classifier,
+data, classes, schedule), refused with one line naming what differs otherwise; ``restart`` deletes the
+run first (:mod:`urn.engine.resume`, the policy of every training).
 
 Iteration-based poly LR SGD with the reference's four parameter groups; ``torchrun`` DDP when
 ``WORLD_SIZE > 1`` (gloo on CPU, nccl on GPU), rank 0 writes. Never reads ground-truth masks.
@@ -35,7 +40,8 @@ from urn.cam.network import build_cam_net
 from urn.cam.seam_losses import seam_loss
 from urn.config import Config, config_to_dict, dump_yaml
 from urn.data.layout import DatasetLayout
-from urn.engine.checkpoint import load_checkpoint, save_checkpoint
+from urn.engine import resume as resume_policy
+from urn.engine.checkpoint import save_checkpoint
 from urn.engine.distributed import barrier, setup
 from urn.errors import ConfigError, DataError, TrainingError, UrnError
 from urn.progress import progress_bar
@@ -66,11 +72,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- stage
-def run(cfg: Config, out: Path, resume: bool = False) -> Path:
+def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False) -> Path:
     """Train the classifier of ``cfg.cam`` on ``cfg.data.train_split``; returns the checkpoint path.
 
+    Args:
+        resume: continue ``OUT/checkpoint.pth``; a checkpoint of the same identity is resumed
+            without it too, one of another identity is refused (:func:`urn.engine.resume.open_run`).
+        restart: delete ``OUT``'s checkpoint, log and metrics first and train from the start.
+
     Raises:
-        UrnError: bad data or config, an existing run without ``resume``, or a NaN loss (the last
+        UrnError: bad data or config, an existing run of another config, or a NaN loss (the last
             checkpoint is kept).
     """
     c = cfg.cam
@@ -80,8 +91,6 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
     if c.batch_size % world:
         raise ConfigError(f"cam.batch_size={c.batch_size} must be divisible by the {world} processes")
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise UrnError(f"{ckpt_path}: a run already exists here; pass --resume to continue it or use another --out")
 
     # 1. data: images and image-level labels only
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
@@ -90,7 +99,33 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
     dataset = CAMTrainDataset(layout, ids, labels, c)
     num_classes = layout.classes.num_classes
 
-    # 2. model and optimiser
+    # 2. what is in OUT already: resume it, refuse it, or start afresh (before anything is built)
+    class_names = list(layout.classes.names)
+    wanted = resume_policy.classifier_identity(config_to_dict(cfg), class_names)
+
+    def stored_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
+        # a classifier checkpoint written before they had a kind has no AMP scaler state
+        if ckpt.get("kind", "segmentor" if "scaler" in ckpt else "classifier") != "classifier":
+            raise UrnError(f"{ckpt_path}: not a `urn cam train` checkpoint; {resume_policy.HINT}")
+        if isinstance(ckpt.get("identity"), dict):
+            return ckpt["identity"]
+        if not isinstance(ckpt.get("config"), dict) or "cam" not in ckpt["config"]:
+            raise UrnError(f"{ckpt_path}: a checkpoint without its config, cannot resume it; {resume_policy.HINT}")
+        names = ckpt.get("class_names")
+        return resume_policy.classifier_identity(ckpt["config"], names, num_classes=ckpt.get("num_classes"))
+
+    state = resume_policy.open_run(
+        out,
+        CHECKPOINT,
+        wanted,
+        stored_identity,
+        leftovers=("log.jsonl", "metrics.json", "config.yaml"),
+        restart=restart,
+        resume=resume,
+        is_main=rank == 0,
+    )
+
+    # 3. model and optimiser
     torch.manual_seed(c.seed + rank)
     np.random.seed(c.seed + rank)
     random.seed(c.seed + rank)
@@ -99,18 +134,13 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
     momentum = c.weight_decay if c.momentum_quirk else c.momentum  # Q1, see CAMConfig
     optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=momentum, weight_decay=0.0)
     start = 0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        stored = state.get("config", {}).get("cam", {})
-        for key in ("network", "backbone"):
-            if key in stored and stored[key] != config_to_dict(cfg)["cam"][key]:
-                raise UrnError(f"{ckpt_path}: cam.{key} differs from the checkpoint's ({stored[key]}); cannot resume")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
+        resume_policy.restore(ckpt_path, "model", lambda: net.load_state_dict(state["model"]))
+        resume_policy.restore(ckpt_path, "optimizer state", lambda: optimizer.load_state_dict(state["optimizer"]))
         start = int(state["iteration"])
-        rng = state["rng"]
+        rng = state.get("rng") or []
         if len(rng) == world:
-            _set_rng_state(rng[rank])
+            resume_policy.restore(ckpt_path, "RNG state", lambda: _set_rng_state(rng[rank]))
         log.info("resumed %s at iteration %d", ckpt_path, start)
     model: nn.Module = net
     if world > 1:
@@ -120,7 +150,7 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
         io.atomic_write_text(out / "config.yaml", dump_yaml(cfg))
         _trim_log(out / "log.jsonl", start)
 
-    # 3. loop
+    # 4. loop
     plan = BatchPlan(len(dataset), c.batch_size, c.seed, start, c.iters, rank, world)
     # an own generator: creating the loader iterator must not draw from the global torch RNG, or a
     # resumed run's dropout masks would drift from an uninterrupted run's
@@ -167,13 +197,13 @@ def run(cfg: Config, out: Path, resume: bool = False) -> Path:
             with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
         if it % c.ckpt_every == 0 or it == c.iters:
-            _checkpoint(ckpt_path, net, optimizer, it, cfg, layout, rank, world)
+            _checkpoint(ckpt_path, net, optimizer, it, cfg, layout, rank, world, wanted)
             last_saved = it
     bar.close()
     if start >= c.iters and rank == 0:
         log.info("training already complete (%d iterations)", c.iters)
 
-    # 4. classification scores on val (image-level labels)
+    # 5. classification scores on val (image-level labels)
     if c.eval_val and rank == 0:
         metrics = {"iterations": c.iters, "train_split": cfg.data.train_split}
         val = _evaluate_split(net, layout, cfg, device)
@@ -230,6 +260,7 @@ def _checkpoint(
     layout: DatasetLayout,
     rank: int,
     world: int,
+    identity: dict[str, Any],
 ) -> None:
     rng = _rng_state()
     if world > 1:
@@ -242,6 +273,7 @@ def _checkpoint(
         save_checkpoint(
             path,
             {
+                "kind": "classifier",
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "iteration": it,
@@ -249,6 +281,7 @@ def _checkpoint(
                 "config": config_to_dict(cfg),
                 "num_classes": layout.classes.num_classes,
                 "class_names": list(layout.classes.names),
+                "identity": identity,
             },
         )
 

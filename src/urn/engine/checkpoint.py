@@ -1,7 +1,8 @@
 """Training checkpoints: one dict, written atomically, loaded with ``weights_only=True``.
 
 Keys: ``model``, ``optimizer``, ``scaler``, ``iteration`` (iterations completed), ``rng`` (torch CPU
-RNG state, for dropout), ``config`` (the resolved config as plain data), ``kind`` (what trained it).
+RNG state, for dropout), ``config`` (the resolved config as plain data), ``kind`` (what trained it),
+``identity`` (the config keys a resume must match, :mod:`urn.engine.resume`).
 Nothing in a checkpoint is executed on load: ``torch.load(weights_only=True)`` refuses pickled code.
 """
 
@@ -37,7 +38,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UrnError(f"{path}: refused to load: not a plain weights file ({torch_load_reason(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of the unpickler on a foreign or torn file
+        # (RuntimeError, EOFError, ValueError; IndexError or KeyError from bytes that parse as opcodes)
         raise UrnError(f"{path}: unreadable checkpoint ({torch_load_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise UrnError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")

@@ -4,6 +4,10 @@ Read :func:`train_segmentor` top to bottom: data -> model -> optimizer -> (resum
 ``out``: ``last.pt`` (every ``ckpt_every`` iterations and at the end), ``best.pt`` (best periodic val
 mIoU; for inspection only, the pipeline uses ``last.pt`` so no ground truth steers a weakly
 supervised run), ``log.jsonl`` (one JSON object per logged iteration / validation), ``config.yaml``.
+
+An existing ``last.pt`` in ``out`` is resumed when it was trained with the same model, classes, data
+and schedule, refused with one line naming what differs otherwise; ``restart`` starts over
+(:mod:`urn.engine.resume`, the policy of every training).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from urn.config import Config, TrainConfig, config_to_dict, dump_yaml
 from urn.engine import distributed
-from urn.engine.checkpoint import load_checkpoint, save_checkpoint
+from urn.engine import resume as resume_policy
+from urn.engine.checkpoint import save_checkpoint
 from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
 from urn.errors import TrainingError, UrnError
 from urn.io import atomic_write_text
@@ -82,6 +87,7 @@ def train_segmentor(
     target_dir: str | None = None,
     uncertainty_dir: str | None = None,
     resume: bool = False,
+    restart: bool = False,
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
@@ -91,7 +97,13 @@ def train_segmentor(
         target_dir: pseudo-mask folder (default ``cfg.data.pseudo_masks``; ignored when
             ``cfg.data.fully_supervised``).
         uncertainty_dir: per-pixel uncertainty folder for Seg-2 (default ``cfg.data.uncertainty``).
-        resume: continue from ``out/last.pt`` if it exists (exactly: same batches, same RNG).
+        resume: continue from ``out/last.pt`` if it exists (exactly: same batches, same RNG). A
+            checkpoint trained with the same model, classes, data and schedule is resumed without
+            it too; one trained otherwise is refused (:func:`urn.engine.resume.open_run`).
+        restart: delete ``out``'s checkpoints and log first and train from iteration 0.
+
+    Raises:
+        UrnError: bad data or config, ``out`` holds a run of another config, a NaN loss.
     """
     from urn.data.dataset import SegmentationDataset
     from urn.data.layout import DatasetLayout
@@ -126,7 +138,39 @@ def train_segmentor(
             "BatchNorm needs at least 2 (or model.sync_bn=true on GPUs)"
         )
 
-    # 2. model, loss, optimizer
+    # 2. what is in `out` already: resume it, refuse it, or start afresh (before anything is built)
+    schedule = "seg2" if tcfg is cfg.seg2 else "train"
+    class_names = list(layout.classes.names)
+    effective = {
+        "target_dir": target_dir or cfg.data.pseudo_masks,
+        "uncertainty_dir": uncertainty_dir or cfg.data.uncertainty,
+    }
+    wanted = resume_policy.segmentation_identity(config_to_dict(cfg), schedule, class_names, **effective)
+
+    def stored_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
+        if ckpt.get("kind") != "segmentor":
+            raise UrnError(f"{out / LAST}: not a `urn train` checkpoint; {resume_policy.HINT}")
+        if isinstance(ckpt.get("identity"), dict):
+            return ckpt["identity"]
+        if not isinstance(ckpt.get("config"), dict):
+            raise UrnError(f"{out / LAST}: a checkpoint without its config, cannot resume it; {resume_policy.HINT}")
+        names = ckpt.get("class_names")
+        return resume_policy.segmentation_identity(
+            ckpt["config"], schedule, names, num_classes=ckpt.get("num_classes"), **effective
+        )
+
+    ckpt = resume_policy.open_run(
+        out,
+        LAST,
+        wanted,
+        stored_identity,
+        leftovers=(BEST, "log.jsonl", "config.yaml"),
+        restart=restart,
+        resume=resume,
+        is_main=info.is_main,
+    )
+
+    # 3. model, loss, optimizer
     torch.manual_seed(tcfg.seed)
     model = build_segmentor(cfg.model, num_classes).to(info.device)
     if cfg.model.sync_bn and info.distributed:
@@ -138,14 +182,14 @@ def train_segmentor(
     use_amp = tcfg.amp and info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    # 3. resume
+    # 4. resume
     start_iter, best_miou = 0, -1.0
-    if resume and (out / LAST).is_file():
-        ckpt = load_checkpoint(out / LAST)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"])
+    if ckpt is not None:
+        path = out / LAST
+        resume_policy.restore(path, "model", lambda: model.load_state_dict(ckpt["model"]))
+        resume_policy.restore(path, "optimizer state", lambda: optimizer.load_state_dict(ckpt["optimizer"]))
+        resume_policy.restore(path, "AMP scaler state", lambda: scaler.load_state_dict(ckpt["scaler"]))
+        resume_policy.restore(path, "RNG state", lambda: torch.set_rng_state(ckpt["rng"]))
         start_iter, best_miou = int(ckpt["iteration"]), float(ckpt.get("best_miou", -1.0))
         if info.is_main:
             _truncate_log(out / "log.jsonl", start_iter)
@@ -190,10 +234,12 @@ def train_segmentor(
             "rng": torch.get_rng_state(),
             "best_miou": best_miou,
             "num_classes": num_classes,
+            "class_names": class_names,
             "config": config_to_dict(cfg),
+            "identity": wanted,
         }
 
-    # 4. loop
+    # 5. loop
     bad_samples = 0
     log_path = out / "log.jsonl"
     ddp_model.train()
@@ -256,7 +302,7 @@ def train_segmentor(
                 distributed.barrier()
                 raise UrnError(
                     f"stopped by signal {stop.signal} at iteration {it}; checkpoint saved to {out / LAST}, "
-                    "rerun with --resume to continue"
+                    "rerun the same command to continue"
                 )
     bar.close()
     distributed.barrier()
