@@ -298,11 +298,13 @@ def demo(
     from urn.config import load_config
     from urn.data.check import check_dataset
     from urn.data.demo import make_demo
+    from urn.data.generated import read_marker
     from urn.stages.pipeline import run_pipeline
 
-    if not (data / "ImageSets").is_dir():
+    marker = read_marker(data) if data.is_dir() else None
+    if not (data / "ImageSets").is_dir() or (marker is not None and not marker.get("complete")):
         typer.echo(f"making the demo dataset in {data}")
-        make_demo(data)
+        make_demo(data)  # refuses a folder holding anything else
     problems = check_dataset(data, "train")
     if problems:
         raise UrnError(f"{data}: demo data has problems, e.g. {problems[0]}")

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from urn.data.check import check_dataset
 from urn.data.demo import DEMO_CLASSES, make_demo, render_sample
 from urn.data.layout import DatasetLayout
+from urn.errors import DataError
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -40,9 +42,13 @@ def test_demo_is_deterministic(tmp_path: Path) -> None:
     c = make_demo(tmp_path / "c", n_train=3, n_val=1, seed=6, size=(48, 36)).root
     assert _tree(a) == _tree(b)
     assert _tree(a)["JPEGImages/train_0000.jpg"] != _tree(c)["JPEGImages/train_0000.jpg"]
-    # re-running into the same folder replaces the labels instead of merging stale ids
-    make_demo(tmp_path / "a", n_train=2, n_val=1, seed=5, size=(48, 36))
-    assert set(json.loads((a / "cls_labels.json").read_text())) == {"train_0000", "train_0001", "val_0000"}
+    # re-running into the same folder: the same arguments write nothing, others are refused
+    before = _tree(a)
+    assert make_demo(a, n_train=3, n_val=1, seed=5, size=(48, 36)).root == a
+    with pytest.raises(DataError, match="n_train=3; this command asks n_train=2"):
+        make_demo(a, n_train=2, n_val=1, seed=5, size=(48, 36))
+    assert _tree(a) == before
+    assert set(json.loads((a / "cls_labels.json").read_text())) == {f"train_000{i}" for i in range(3)} | {"val_0000"}
 
 
 def test_rendered_samples_cover_all_classes_with_overlapping_colours() -> None:

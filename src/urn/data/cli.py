@@ -38,11 +38,16 @@ def demo(
     seed: Annotated[int, typer.Option(min=0, help="Random seed (the dataset depends only on it).")] = 0,
     size: Annotated[int, typer.Option(min=32, help="Image width in pixels; the height is 3/4 of it.")] = 160,
 ) -> None:
-    """Write a small procedural dataset (5 shape classes) in VOC layout."""
+    """Write a small procedural dataset (5 shape classes) in VOC layout.
+
+    OUT must be new, empty, or this command's own earlier output with the same options (then nothing
+    is written if it is complete); any other folder is refused.
+    """
     from urn.data.demo import make_demo
 
+    before = _marker_stamp(out)
     layout = make_demo(out, n_train=n_train, n_val=n_val, seed=seed, size=(size, max(32, size * 3 // 4)))
-    typer.echo(f"wrote {n_train} train + {n_val} val images ({layout.classes.num_classes} classes) to {layout.root}")
+    _report(layout, n_train, n_val, unchanged=before is not None and before == _marker_stamp(out))
 
 
 @data_app.command()
@@ -54,11 +59,35 @@ def scenes(
         int, typer.Option(min=0, help="Random seed (with matplotlib's sample files, all it depends on).")
     ] = 0,
 ) -> None:
-    """Write a second procedural dataset (4 classes on natural-looking scenes, 200-500 px) in VOC layout."""
+    """Write a second procedural dataset (4 classes on natural-looking scenes, 200-500 px) in VOC layout.
+
+    OUT must be new, empty, or this command's own earlier output with the same options (then nothing
+    is written if it is complete); any other folder is refused.
+    """
     from urn.data.scenes import make_scenes
 
+    before = _marker_stamp(out)
     layout = make_scenes(out, n_train=n_train, n_val=n_val, seed=seed)
-    typer.echo(f"wrote {n_train} train + {n_val} val images ({layout.classes.num_classes} classes) to {layout.root}")
+    _report(layout, n_train, n_val, unchanged=before is not None and before == _marker_stamp(out))
+
+
+def _marker_stamp(out: Path) -> tuple[int, int] | None:
+    """Inode and mtime of the generator's marker in ``out``: a generator that writes anything rewrites it."""
+    from urn.data.generated import MARKER
+
+    try:
+        st = (out / MARKER).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _report(layout, n_train: int, n_val: int, *, unchanged: bool) -> None:  # noqa: ANN001 - DatasetLayout
+    what = f"{n_train} train + {n_val} val images ({layout.classes.num_classes} classes)"
+    if unchanged:
+        typer.echo(f"{layout.root} already holds these {what}; nothing written")
+    else:
+        typer.echo(f"wrote {what} to {layout.root}")
 
 
 @data_app.command()

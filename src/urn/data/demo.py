@@ -16,7 +16,9 @@ truth has a 1-pixel ignore (255) band on the inside of object borders, like VOC'
 
 Written (atomically): ``JPEGImages/<id>.jpg`` (quality 90), ``SegmentationClass/<id>.png`` (VOC
 palette), ``ImageSets/Segmentation/{train,val}.txt``, ``classes.txt`` and ``cls_labels.json``.
-Everything depends only on ``seed`` (image ``i`` of a split uses its own generator).
+Everything depends only on ``seed`` (image ``i`` of a split uses its own generator). A folder that
+holds anything but this generator's own output with the same arguments is refused
+(:mod:`urn.data.generated`: the ``.urn-dataset.json`` marker).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from urn.data.classes import ClassList, write_classes_text
+from urn.data.generated import claim_folder, mark_complete
 from urn.data.labels import write_labels
 from urn.data.layout import DatasetLayout
 from urn.io import IGNORE_INDEX, atomic_write_bytes, atomic_write_text, save_palette_png
@@ -228,7 +231,9 @@ def make_demo(
     """Write the demo dataset to ``out`` (VOC layout) and return its layout.
 
     Args:
-        out: dataset root (created; existing demo files are overwritten).
+        out: dataset root (created). A folder holding anything else than this function's own output
+            with the same arguments is refused; with the same arguments, nothing is written when the
+            dataset is complete (else it is written again, identically).
         n_train: images in the ``train`` split. 200 by default: with 60, the demo's 300 Seg-1 iterations of
             batch 8 are 40 epochs and Seg-1 memorises its pseudo-masks' noise instead of averaging it out
             (docs/demo.md).
@@ -238,7 +243,13 @@ def make_demo(
     """
     if min(size) < 32:
         raise ValueError("demo images must be at least 32 pixels on each side")
-    return write_procedural(out, DEMO_CLASSES, n_train, n_val, seed, lambda rng: render_sample(rng, size))
+    args = {"n_train": n_train, "n_val": n_val, "seed": seed, "size": list(size)}
+    return write_procedural(
+        out, DEMO_CLASSES, n_train, n_val, seed, lambda rng: render_sample(rng, size), generator="demo", args=args
+    )
+
+
+_FILES = (("JPEGImages", "jpg"), ("SegmentationClass", "png"))
 
 
 def write_procedural(
@@ -248,6 +259,9 @@ def write_procedural(
     n_val: int,
     seed: int,
     render: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    *,
+    generator: str = "procedural",
+    args: dict | None = None,
 ) -> DatasetLayout:
     """Write a procedural dataset in VOC layout (atomically) and return its layout.
 
@@ -256,14 +270,28 @@ def write_procedural(
     written as ``JPEGImages/<split>_<i:04d>.jpg`` (quality 90) and ``SegmentationClass/<id>.png``
     (VOC palette). The split files, ``classes.txt`` and ``cls_labels.json`` (the classes present in
     each mask; a previous file is replaced, not merged) complete the dataset.
+
+    ``out`` is claimed first (:func:`urn.data.generated.claim_folder`): ``generator`` and ``args``
+    (every argument the bytes depend on; default: the classes, sizes and seed) go into its
+    ``.urn-dataset.json`` marker. A folder holding anything else is refused; the complete dataset of
+    the same generator and arguments is left as it is.
+
+    Raises:
+        DataError: ``out`` is not empty and not this generator's output with these arguments.
     """
     if n_train < 1 or n_val < 1:
         raise ValueError("n_train and n_val must be at least 1")
     root = Path(out)
     split_dir = root / "ImageSets" / "Segmentation"
+    splits = {"train": [f"train_{i:04d}" for i in range(n_train)], "val": [f"val_{i:04d}" for i in range(n_val)]}
+    if args is None:
+        args = {"classes": list(classes.names), "n_train": n_train, "n_val": n_val, "seed": seed}
+    files = [f"{sub}/{i}.{ext}" for ids in splits.values() for i in ids for sub, ext in _FILES]
+    files += [f"ImageSets/Segmentation/{split}.txt" for split in splits] + ["classes.txt", "cls_labels.json"]
+    if claim_folder(root, generator, args, files):
+        return DatasetLayout.open(root, "voc")  # already there, complete
     labels: dict[str, tuple[int, ...]] = {}
-    for split_no, (split, n) in enumerate((("train", n_train), ("val", n_val))):
-        ids = [f"{split}_{i:04d}" for i in range(n)]
+    for split_no, (split, ids) in enumerate(splits.items()):
         for i, image_id in enumerate(ids):
             image, gt = render(np.random.default_rng((seed, split_no, i)))
             buf = _io.BytesIO()
@@ -277,4 +305,5 @@ def write_procedural(
     if layout.labels_json_path.exists():
         layout.labels_json_path.unlink()  # a fresh dataset replaces, not merges, its labels
     write_labels(layout, labels)
+    mark_complete(root, generator, args)
     return layout

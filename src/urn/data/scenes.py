@@ -783,7 +783,8 @@ def make_scenes(
     """Write the scenes dataset to ``out`` (VOC layout) and return its layout.
 
     Args:
-        out: dataset root (created; existing files of the same names are overwritten).
+        out: dataset root (created). A folder holding anything else than this function's own output
+            with the same arguments is refused (:func:`urn.data.demo.write_procedural`).
         n_train: images in the ``train`` split.
         n_val: images in the ``val`` split.
         seed: the only source of randomness.
@@ -793,4 +794,14 @@ def make_scenes(
     """
     if not 32 <= long_side[0] <= long_side[1]:
         raise ValueError("long_side must be (lo, hi) with 32 <= lo <= hi")
-    return write_procedural(out, SCENES_CLASSES, n_train, n_val, seed, lambda rng: render_scene(rng, long_side, photos))
+    args = {"n_train": n_train, "n_val": n_val, "seed": seed, "long_side": list(long_side), "photos": photos}
+    return write_procedural(
+        out,
+        SCENES_CLASSES,
+        n_train,
+        n_val,
+        seed,
+        lambda rng: render_scene(rng, long_side, photos),
+        generator="scenes",
+        args=args,
+    )
