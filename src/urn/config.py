@@ -117,6 +117,9 @@ class TrainConfig:
 class CRFConfig:
     """Dense CRF with Potts compatibilities (parameters of URN's main/uncertainty CRF)."""
 
+    # false: no dense CRF after inference (evaluation, prediction), whatever infer.crf says; the
+    # uncertainty stage, which is the CRF's response to scaled scores (spec section 3), then refuses to run.
+    # PMM's CRFs (pmm.crf_*) are separate.
     enabled: bool = True
     backend: Literal["auto", "pydensecrf", "batched"] = "auto"
     iters: int = 10
@@ -138,8 +141,8 @@ class InferConfig:
     base_size: tuple[int, int] = (2048, 512)
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True
-    crf: bool = True
-    batch_views: int = 4
+    crf: bool = True  # dense CRF on the averaged probabilities (only while crf.enabled)
+    batch_views: int = 4  # views of one size (a scale and its flip, or sliding windows) per forward
 
 
 @dataclass

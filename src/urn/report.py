@@ -125,20 +125,23 @@ def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[t
     rows = []
     for image_id in ids:
         image = layout.read_image(image_id)
-        with torch.no_grad():
-            probs = predict_probs(seg1, image, cfg.infer, info.device)
-        result = response_scaling(
-            image,
-            probs,
-            exponents=cfg.uncertainty.exponents,
-            params=CRFParams.from_config(cfg.crf),
-            backend=cfg.crf.backend,
-        )
+        uncertainty = np.full_like(image, 200)  # crf.enabled=false: no CRF, so no response scaling either
+        if cfg.crf.enabled:
+            with torch.no_grad():
+                probs = predict_probs(seg1, image, cfg.infer, info.device)
+            result = response_scaling(
+                image,
+                probs,
+                exponents=cfg.uncertainty.exponents,
+                params=CRFParams.from_config(cfg.crf),
+                backend=cfg.crf.backend,
+            )
+            uncertainty = heatmap(result.uncertainty)
         pseudo = pseudo_masker(image_id, image) if pseudo_masker is not None else None
         cols = [
             ("image", image),
             ("pseudo-mask", colorize(pseudo) if pseudo is not None else np.full_like(image, 200)),
-            ("uncertainty", heatmap(result.uncertainty)),
+            ("uncertainty", uncertainty),
         ]
         for phase in ("seg1", "seg2"):
             pred = run_dir / "evaluate" / phase / "predictions" / f"{image_id}.png"

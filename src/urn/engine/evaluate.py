@@ -27,6 +27,11 @@ VOC_SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
 TARBALL = "results.tar.gz"
 
 
+def uses_crf(cfg: Config, infer: InferConfig) -> bool:
+    """Whether inference ends with the dense CRF: ``infer.crf`` and the global switch ``crf.enabled``."""
+    return infer.crf and cfg.crf.enabled
+
+
 def quick_infer_config(cfg: InferConfig) -> InferConfig:
     """Single scale, no flip, whole image, no CRF: the cheap protocol for periodic validation."""
     return dataclasses.replace(cfg, scales=(1.0,), flip=False, mode="whole", crf=False)
@@ -39,10 +44,10 @@ def segment(
 
     Returns:
         ``(probs (C, H, W) float32, mask (H, W) uint8)``; probs are the CRF marginals when
-        ``infer.crf`` is set, else the averaged softmax.
+        ``infer.crf`` and ``crf.enabled`` are set (:func:`uses_crf`), else the averaged softmax.
     """
     probs = predict_probs(model, image, infer, info.device, amp=cfg.train.amp)
-    if infer.crf:
+    if uses_crf(cfg, infer):
         from urn.crf import CRFParams, dense_crf
 
         probs = dense_crf(image, probs, CRFParams.from_config(cfg.crf), backend=cfg.crf.backend)

@@ -3,7 +3,8 @@
 This mirrors mmsegmentation 0.x's ``aug_test`` as the reference runs it (spec section 3.1): each
 view is the image rescaled by mmseg's keep-ratio rule to ``base_size * ratio``, run whole or in
 ``crop_size`` windows with ``stride`` (window logits averaged where they overlap), resized to the
-original size, softmaxed, flipped back, and the probabilities of all views are averaged.
+original size, softmaxed, flipped back, and the probabilities of all views are averaged. Views of
+one size run ``infer.batch_views`` per forward.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from urn.config import InferConfig
+from urn.errors import UrnError
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -32,8 +34,30 @@ def normalize_image(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+def _forward(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
+    return model(views)["out"].float()
+
+
+def whole_logits(model: torch.nn.Module, x: torch.Tensor, batch_views: int | None = None) -> torch.Tensor:
+    """Logits of whole views, at most ``batch_views`` of them per forward (None: all at once).
+
+    Args:
+        x: ``(B, 3, h, w)`` normalised views of one size.
+
+    Returns:
+        ``(B, C, h, w)`` logits.
+    """
+    step = len(x) if batch_views is None else batch_views
+    return torch.cat([_forward(model, x[i : i + step]) for i in range(0, len(x), step)])
+
+
+def slide_logits(
+    model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int, batch_views: int | None = None
+) -> torch.Tensor:
     """Sliding-window logits, mmseg's grid: windows shifted back inside at the border.
+
+    Every window has the same size, so windows of all ``B`` views are batched: at most
+    ``batch_views`` (view, window) crops per forward (None: one forward per window, all views).
 
     Args:
         x: ``(B, 3, h, w)`` normalised images.
@@ -42,20 +66,29 @@ def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int
         ``(B, C, h, w)`` logits averaged over overlapping windows. An image no larger than one
         window is run whole, without padding, as in the reference.
     """
-    _, _, h, w = x.shape
+    n_views, _, h, w = x.shape
     n_h = max(h - crop + stride - 1, 0) // stride + 1
     n_w = max(w - crop + stride - 1, 0) // stride + 1
-    out: torch.Tensor | None = None
-    count = torch.zeros((1, 1, h, w), device=x.device, dtype=torch.float32)
+    windows = []
     for i in range(n_h):
         for j in range(n_w):
             y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            logits = model(x[:, :, y1:y2, x1:x2])["out"].float()
-            if out is None:
-                out = torch.zeros((x.shape[0], logits.shape[1], h, w), device=x.device, dtype=torch.float32)
-            out[:, :, y1:y2, x1:x2] += logits
-            count[:, :, y1:y2, x1:x2] += 1
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    # (window, view) pairs, window-major: each view's windows are summed in grid order whatever the batch
+    pairs = [(win, b) for win in windows for b in range(n_views)]
+    step = n_views if batch_views is None else batch_views
+    out: torch.Tensor | None = None
+    count = torch.zeros((1, 1, h, w), device=x.device, dtype=torch.float32)
+    for y1, y2, x1, x2 in windows:
+        count[:, :, y1:y2, x1:x2] += 1
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start : start + step]
+        crops = torch.stack([x[b, :, y1:y2, x1:x2] for (y1, y2, x1, x2), b in chunk])
+        logits = _forward(model, crops)
+        if out is None:
+            out = torch.zeros((n_views, logits.shape[1], h, w), device=x.device, dtype=torch.float32)
+        for ((y1, y2, x1, x2), b), window_logits in zip(chunk, logits, strict=True):
+            out[b, :, y1:y2, x1:x2] += window_logits
     assert out is not None
     return out / count
 
@@ -71,14 +104,22 @@ def predict_probs(
 ) -> np.ndarray:
     """Average softmax probabilities over the configured scales (and flips).
 
+    Views of one size (a scale and its flip; in slide mode every window of both) go through the
+    model ``cfg.batch_views`` at a time; the result does not depend on it beyond float rounding.
+
     Args:
         model: a segmentor in eval mode returning ``{"out": (B, C, h, w)}`` at input size.
         image: ``(H, W, 3)`` uint8 RGB.
-        cfg: scales (ratios of ``base_size``), flip, whole/slide mode.
+        cfg: scales (ratios of ``base_size``), flip, whole/slide mode, ``batch_views``.
 
     Returns:
         ``(C, H, W)`` float32 probabilities, summing to 1 over C.
+
+    Raises:
+        UrnError: ``infer.batch_views`` is below 1.
     """
+    if cfg.batch_views < 1:
+        raise UrnError(f"infer.batch_views must be at least 1, got {cfg.batch_views}")
     height, width = image.shape[:2]
     total: torch.Tensor | None = None
     n_views = 0
@@ -87,14 +128,14 @@ def predict_probs(
         scaled = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         x = normalize_image(scaled).unsqueeze(0)
         if cfg.flip:
-            # Both orientations of one scale have the same size: one batch of two.
+            # Both orientations of one scale have the same size: batched together.
             x = torch.cat([x, x.flip(-1)], dim=0)
         x = x.to(device)
         with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
             if cfg.mode == "slide":
-                logits = slide_logits(model, x, cfg.crop_size, cfg.stride)
+                logits = slide_logits(model, x, cfg.crop_size, cfg.stride, cfg.batch_views)
             else:
-                logits = model(x)["out"].float()
+                logits = whole_logits(model, x, cfg.batch_views)
         logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
         probs = logits.softmax(dim=1)
         if cfg.flip:

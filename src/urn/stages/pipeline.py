@@ -97,6 +97,11 @@ def run_pipeline(
         raise DataError(cfg.data.pseudo_masks, "pseudo-mask folder not found (data.pseudo_masks)")
     first = STAGES.index(from_stage) if from_stage else 0
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
+    if not cfg.crf.enabled and "uncertainty" in STAGES[first : last + 1]:
+        from urn.stages.uncertainty import CRF_REQUIRED
+
+        if not (run_dir / "uncertainty" / DONE).is_file():  # refuse now, not after hours of Seg-1
+            raise UrnError(CRF_REQUIRED)
     for stage in STAGES[:first]:
         if not (stage in CAM_STAGES and not use_cam) and not (run_dir / stage / DONE).is_file():
             raise UrnError(f"--from {from_stage}: earlier stage {stage!r} is not complete in {run_dir}")

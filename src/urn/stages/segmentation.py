@@ -22,20 +22,15 @@ def run_train(
     *,
     phase: str | None = None,
     resume: bool = False,
-    restart: bool = False,
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """Train Seg-1 (``cfg.train``) or Seg-2 (``cfg.seg2``) into ``out``; returns ``out/last.pt``.
-
-    A checkpoint already in ``out`` is resumed if it was trained with the same config, refused if not;
-    ``restart`` deletes it first (:mod:`urn.engine.resume`).
-    """
+    """Train Seg-1 (``cfg.train``) or Seg-2 (``cfg.seg2``) into ``out``; returns ``out/last.pt``."""
     from urn.engine.train import train_segmentor
 
     phase = phase or cfg.phase
     tcfg = cfg.seg2 if phase == "seg2" else cfg.train
-    return train_segmentor(cfg, tcfg, Path(out), resume=resume, restart=restart, device=device, quiet=quiet)
+    return train_segmentor(cfg, tcfg, Path(out), resume=resume, device=device, quiet=quiet)
 
 
 def _load_model(cfg: Config, checkpoint: str | Path, num_classes: int, info) -> torch.nn.Module:
@@ -63,7 +58,7 @@ def run_eval(
         With ``out``, also writes ``out/metrics.json`` (and ``out/predictions/`` if asked).
     """
     from urn.data.layout import DatasetLayout
-    from urn.engine.evaluate import evaluate_segmentor
+    from urn.engine.evaluate import evaluate_segmentor, uses_crf
 
     info = distributed.setup(device)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
@@ -78,7 +73,7 @@ def run_eval(
         checkpoint=str(checkpoint),
         scales=list(cfg.infer.scales),
         flip=cfg.infer.flip,
-        crf=cfg.infer.crf,
+        crf=uses_crf(cfg, cfg.infer),  # what ran: infer.crf and crf.enabled
         mode=cfg.infer.mode,
     )
     from urn.metrics import format_scores

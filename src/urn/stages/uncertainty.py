@@ -41,6 +41,11 @@ from urn.io import (
 from urn.progress import progress_bar
 
 MASKS, UNCERTAINTY, REFERENCE = "masks", "uncertainty", "reference"
+CRF_REQUIRED = (
+    "crf.enabled=false, but URN's uncertainty is the dense CRF's response to scaled class scores "
+    "(spec section 3): the uncertainty stage cannot run without it; set crf.enabled=true "
+    "(infer.crf=false or `urn eval --no-crf` leave the CRF out of evaluation only)"
+)
 
 
 def output_complete(out: Path, image_id: str, reference_format: bool) -> bool:
@@ -101,6 +106,8 @@ def run_uncertainty(
 
     if (checkpoint is None) == (probs_dir is None):
         raise UrnError("give exactly one of --checkpoint (a Seg-1 model) or --probs (a folder of <id>.npy maps)")
+    if not cfg.crf.enabled:
+        raise UrnError(CRF_REQUIRED)
     ucfg = cfg.uncertainty
     info = distributed.setup(device)
     out = Path(out)
