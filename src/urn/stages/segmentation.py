@@ -22,15 +22,20 @@ def run_train(
     *,
     phase: str | None = None,
     resume: bool = False,
+    restart: bool = False,
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """Train Seg-1 (``cfg.train``) or Seg-2 (``cfg.seg2``) into ``out``; returns ``out/last.pt``."""
+    """Train Seg-1 (``cfg.train``) or Seg-2 (``cfg.seg2``) into ``out``; returns ``out/last.pt``.
+
+    A checkpoint already in ``out`` is resumed if it was trained with the same config, refused if not;
+    ``restart`` deletes it first (:mod:`urn.engine.resume`).
+    """
     from urn.engine.train import train_segmentor
 
     phase = phase or cfg.phase
     tcfg = cfg.seg2 if phase == "seg2" else cfg.train
-    return train_segmentor(cfg, tcfg, Path(out), resume=resume, device=device, quiet=quiet)
+    return train_segmentor(cfg, tcfg, Path(out), resume=resume, restart=restart, device=device, quiet=quiet)
 
 
 def _load_model(cfg: Config, checkpoint: str | Path, num_classes: int, info) -> torch.nn.Module:
