@@ -167,3 +167,42 @@ def test_mismatches_are_named(v1c_checkpoint: dict) -> None:
         convert_reference_checkpoint(v1c_checkpoint, _cfg("resnet101c"), num_classes=5)
     with pytest.raises(UrnError, match="not an mmseg segmentor"):
         convert_reference_checkpoint({"backbone.conv1.weight": torch.zeros(1)}, _cfg("resnet18"))
+
+
+def test_reference_coco_checkpoint_keeps_the_81_used_class_rows(tmp_path: Path) -> None:
+    """The reference's COCO models have 91 rows (row r = raw id r); urn's COCO model has 81 classes."""
+    from urn.data.classes import COCO_UNUSED_IDS, coco
+    from urn.engine.checkpoint import load_model_weights
+
+    src = {**mmseg_resnet(deep_stem=False, layers=(3, 4, 6, 3)), **mmseg_psp_heads(channels=32, aux_channels=16)}
+    for head, channels in (("decode_head", 32), ("auxiliary_head", 16)):
+        src[f"{head}.conv_seg.weight"] = torch.randn(91, channels, 1, 1)
+        src[f"{head}.conv_seg.bias"] = torch.arange(91, dtype=torch.float32)  # bias r marks raw id r
+    torch.save({"state_dict": src, "meta": {"iter": 40000}}, tmp_path / "coco.pth")
+    cfg = Config()
+    cfg.model = _cfg("resnet50", head_channels=32, aux_channels=16)
+    cfg.data.root, cfg.data.layout = str(tmp_path / "no_dataset_here"), "coco"
+    path = convert_checkpoint_file(tmp_path / "coco.pth", tmp_path / "seg2.pt", cfg)
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    raw = torch.tensor(coco().raw_ids)
+    assert ckpt["num_classes"] == 81
+    for ours, theirs in (("head", "decode_head"), ("aux_head", "auxiliary_head")):
+        assert torch.equal(ckpt["model"][f"{ours}.conv_seg.bias"], raw.float())  # class i <- raw id raw_ids[i]
+        assert torch.equal(ckpt["model"][f"{ours}.conv_seg.weight"], src[f"{theirs}.conv_seg.weight"][raw])
+    assert not set(COCO_UNUSED_IDS) & set(ckpt["model"]["head.conv_seg.bias"].int().tolist())
+    load_model_weights(build_segmentor(cfg.model, 81), path)  # the COCO model loads it strictly
+
+    # a state that already has a row per class, or a class list without gaps, is left alone
+    from urn.data.classes import voc
+    from urn.models.convert import select_class_rows
+
+    voc_rows = {"decode_head.conv_seg.weight": torch.zeros(21, 4, 1, 1)}
+
+    assert select_class_rows(voc_rows, voc()) is voc_rows
+    assert (
+        select_class_rows({"decode_head.conv_seg.weight": torch.zeros(81, 4, 1, 1)}, coco())[
+            "decode_head.conv_seg.weight"
+        ].shape[0]
+        == 81
+    )
