@@ -22,7 +22,6 @@ checkpoint without one it is derived from its stored ``config``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -231,12 +230,15 @@ def open_run(
         if keys:
             raise UrnError(mismatch_message(path, stored, wanted, keys))
         return state
-    if is_main:  # a fresh run: nothing of an earlier one may stay
+    if is_main and out.is_dir():  # a fresh run: nothing of an earlier one may stay
         for name in names:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 (out / name).unlink()
-        if out.is_dir():
-            remove_stale_temps_of(out, names)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise UrnError(f"{out / name}: cannot delete it to start afresh ({exc.strerror or exc})") from None
+        remove_stale_temps_of(out, names)
     distributed.barrier()
     return None
 
