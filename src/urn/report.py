@@ -172,7 +172,7 @@ def _val_pseudo_masker(cfg: Config, run_dir: Path, layout):
     net, _ = load_classifier(ckpt)
     tags = layout.image_labels()
     pmm_cfg = cfg.pmm
-    if pmm_cfg.bg_power == "auto":  # the alpha the train split's masks were made with
+    if pmm_cfg.method == "pmm" and pmm_cfg.bg_power == "auto":  # the alpha the train split's masks were made with
         from urn.cam.make_masks import AUTO_ALPHA_FILE
 
         chosen = json.loads((run_dir / "pseudo_masks" / "masks" / AUTO_ALPHA_FILE).read_text(encoding="utf-8"))

@@ -64,7 +64,7 @@ def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg
         iters=cfg.crf_iters,
     )  # defaults = urn.crf.PMM_CRF
     crf = make_crf(params, cfg.crf_backend)
-    if cfg.bg_power == "auto":
+    if cfg.method == "pmm" and cfg.bg_power == "auto":
         raise ValueError("pmm.bg_power='auto' is resolved over a whole split by run(); pass the chosen alpha")
     if image.shape[:2] != cams.shape[1:]:
         raise ValueError(f"CAM size {cams.shape[1:]} != image size {image.shape[:2]}")
@@ -154,12 +154,10 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
     all_ids = layout.ids(split)
     ids = all_ids[rank::world]
     out.mkdir(parents=True, exist_ok=True)
-    pmm_cfg = cfg.pmm
+    pmm_cfg, chosen = cfg.pmm, None
     if pmm_cfg.method == "pmm" and pmm_cfg.bg_power == "auto":
         chosen = auto_bg_power(layout, all_ids, cams_dir, pmm_cfg)
         pmm_cfg = dataclasses.replace(pmm_cfg, bg_power=chosen["bg_power"])
-        if rank == 0:
-            io.atomic_write_json(out / AUTO_ALPHA_FILE, chosen)
         log.info("pmm.bg_power=auto: Otsu threshold %.3f -> alpha %.3f", chosen["otsu_threshold"], chosen["bg_power"])
     masks = [f"{i}.png" for i in ids]
     io.remove_stale_temps_of(out, masks)  # this rank's ids only
@@ -182,6 +180,8 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
         io.remove_stale_temps_of(out, masks)  # what workers stopped by the pool's terminate() were writing
         raise
     bar.close()
+    if chosen is not None and rank == 0:  # the record of what made the masks, once they are all there
+        io.atomic_write_json(out / AUTO_ALPHA_FILE, chosen)
     log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
     return out
 
