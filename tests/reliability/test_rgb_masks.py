@@ -2,8 +2,8 @@
 
 An RGB PNG in a pseudo-mask folder used to be taken for the reference's 3-channel URN file whatever it
 held: VOC-coloured masks became background (or "label values [192] not among the classes"), with no
-word about how the file had been read. :mod:`urn.data.target_format` tells the formats apart by R = G;
-the tests marked ``needs_layout`` pass once :func:`urn.data.layout.read_target` uses it.
+word about how the file had been read. :mod:`urn.data.target_format` tells the formats apart by R = G,
+and :func:`urn.data.layout.read_target` uses it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from tests.reliability.conftest import assert_no_temp_files, assert_user_error
 from urn.io import IGNORE_INDEX, colorize
 from urn.uncertainty_core import reference_png_array
 
-needs_layout = pytest.mark.xfail(
-    strict=True,
-    reason="needs the 3-line change in urn.data.layout.read_target (split_rgb_target); then drop this mark",
-)
 TINY_SEG = [
     "model.backbone.name=mobilenetv3_small_050",
     "model.backbone.weights=null",
@@ -63,7 +59,6 @@ def _silent(label: np.ndarray) -> np.ndarray:
     return colorize(np.where((label > 0) & (label != IGNORE_INDEX), 1, 0).astype(np.uint8))
 
 
-@needs_layout
 def test_voc_coloured_pseudo_masks_are_refused_saying_how_they_were_read(cli, demo_root, tmp_path):
     masks = _masks(demo_root, tmp_path / "colour", colorize)
     result = _train(cli, demo_root, tmp_path / "run", masks)
@@ -72,7 +67,6 @@ def test_voc_coloured_pseudo_masks_are_refused_saying_how_they_were_read(cli, de
     assert_no_temp_files(tmp_path / "run")
 
 
-@needs_layout
 def test_colour_masks_that_would_read_as_all_background_are_refused(cli, demo_root, tmp_path):
     masks = _masks(demo_root, tmp_path / "colour", _silent)
     result = _train(cli, demo_root, tmp_path / "run", masks)  # trained on all-background targets, exit 0, before
@@ -80,7 +74,6 @@ def test_colour_masks_that_would_read_as_all_background_are_refused(cli, demo_ro
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@needs_layout
 def test_data_check_names_colour_pseudo_masks(cli, demo_root, tmp_path):
     masks = _masks(demo_root, tmp_path / "colour", _silent)
     result = cli("data", "check", demo_root, "--split", "train", "--masks", masks)

@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from urn import io
 from urn.data.classes import ClassList, coco, read_classes_file, voc
+from urn.data.target_format import split_rgb_target
 from urn.errors import DataError
 
 LayoutKind = Literal["voc", "coco"]
@@ -304,8 +305,8 @@ def read_target(path: str | Path, layout: DatasetLayout) -> tuple[np.ndarray, np
     path = Path(path)
     mode = header(path)[0]
     if mode == "RGB":
-        rgb = _read_rgb_png(path)
-        return layout.classes_to_train(rgb[:, :, 2], path), np.ascontiguousarray(rgb[:, :, 0])
+        label, weight = split_rgb_target(_read_rgb_png(path), path)  # URN [w, w, label] or grey; colour refused
+        return layout.classes_to_train(label, path), weight
     if mode in ("RGBA", "LA", "CMYK", "YCbCr", "HSV", "1"):
         raise DataError(path, f"mask must be a palette/grey PNG or a 3-channel URN PNG, got mode {mode}")
     return layout.classes_to_train(io.read_mask(path), path), None
