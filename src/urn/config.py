@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -303,6 +304,7 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
         except yaml.YAMLError:
             value = raw
         set_by_path(cfg, key.strip(), value, where="command line")
+    check_values(cfg, _where_set(chain if source is not None else [], [o.partition("=")[0].strip() for o in overrides]))
     return cfg
 
 
@@ -442,3 +444,195 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def dump_yaml(cfg: Config) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------- value ranges
+# One source of truth for what each value may be: field path (``*`` = every training schedule, train and
+# seg2) -> rule. A rule is (test of one number, phrase saying what is allowed). Sequences are checked item
+# by item; ``_PAIR_ORDERED`` lists the (lo, hi) pairs whose first value may not exceed the second.
+_Rule = tuple[typing.Callable[[float], bool], str]
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+_POS: _Rule = (lambda x: _finite(x) and x > 0, "a finite number > 0")
+_NONNEG: _Rule = (lambda x: _finite(x) and x >= 0, "a finite number >= 0")
+_UNIT: _Rule = (lambda x: _finite(x) and 0 <= x <= 1, "a number in [0, 1]")
+_FRACTION_OPEN: _Rule = (lambda x: _finite(x) and 0 < x <= 1, "a number in (0, 1]")
+_DROPOUT: _Rule = (lambda x: _finite(x) and 0 <= x < 1, "a number in [0, 1)")
+_FLOOR: _Rule = (lambda x: _finite(x) and 0 < x < 1, "a number in (0, 1)")
+_ANY: _Rule = (_finite, "a finite number")
+_INT1: _Rule = (lambda x: x >= 1, "an integer >= 1")
+_INT0: _Rule = (lambda x: x >= 0, "an integer >= 0")
+_CROP: _Rule = (lambda x: x >= 8, "an integer >= 8 (pixels)")
+_STRIDE: _Rule = (lambda x: x in (8, 16, 32), "one of 8, 16, 32")
+
+VALUE_RULES: dict[str, _Rule] = {
+    # data
+    "data.base_size": _INT1,
+    "data.ratio_range": _POS,
+    "data.crop_size": _CROP,
+    "data.cat_max_ratio": _FRACTION_OPEN,
+    "data.skip_bad_samples": _INT0,
+    "data.num_workers": _INT0,
+    # model
+    "model.backbone.output_stride": _STRIDE,
+    "model.head_channels": _INT1,
+    "model.aux_channels": _INT1,
+    "model.aux_weight": _NONNEG,
+    "model.dropout": _DROPOUT,
+    # training schedules (train and seg2)
+    "*.iters": _INT1,
+    "*.batch_size": _INT1,
+    "*.lr": _POS,
+    "*.momentum": _NONNEG,
+    "*.weight_decay": _NONNEG,
+    "*.poly_power": _NONNEG,
+    "*.min_lr": _NONNEG,
+    "*.head_lr_mult": _POS,
+    "*.pus.beta": _ANY,
+    "*.pus.k": _ANY,
+    "*.weight_thresh": _UNIT,
+    "*.grad_clip": _POS,
+    "*.log_every": _INT1,
+    "*.ckpt_every": _INT1,
+    "*.val_every": _INT0,
+    # dense CRF
+    "crf.iters": _INT1,
+    "crf.gaussian_sxy": _POS,
+    "crf.gaussian_compat": _NONNEG,
+    "crf.bilateral_sxy": _POS,
+    "crf.bilateral_srgb": _POS,
+    "crf.bilateral_compat": _NONNEG,
+    "crf.prob_floor": _FLOOR,
+    # inference
+    "infer.crop_size": _CROP,
+    "infer.stride": _INT1,
+    "infer.base_size": _INT1,
+    "infer.scales": _POS,
+    "infer.batch_views": _INT1,
+    # uncertainty
+    "uncertainty.exponents": _POS,
+    # classification phase
+    "cam.backbone.output_stride": _STRIDE,
+    "cam.iters": _INT1,
+    "cam.batch_size": _INT1,
+    "cam.lr": _POS,
+    "cam.momentum": _NONNEG,
+    "cam.weight_decay": _NONNEG,
+    "cam.poly_power": _NONNEG,
+    "cam.head_lr_mult": _POS,
+    "cam.crop_size": _CROP,
+    "cam.resize_long": _INT1,
+    "cam.log_every": _INT1,
+    "cam.ckpt_every": _INT1,
+    "cam.scales": _POS,
+    "cam.head_dropout": _DROPOUT,
+    "cam.seam_scale": _POS,
+    "cam.color_jitter": _NONNEG,
+    "cam.crop_scales": _POS,
+    "cam.crop_stride": _INT1,
+    "cam.batch_views": _INT1,
+    "cam.heat_alpha": _POS,
+    "cam.num_workers": _INT0,
+    # pseudo-masks
+    "pmm.cam_thresh": _UNIT,
+    "pmm.cv_scale": _POS,
+    "pmm.bg_power": _POS,
+    "pmm.bg_threshold": _UNIT,
+    "pmm.low_confidence_ignore": _UNIT,
+    "pmm.crf_gaussian_sxy": _POS,
+    "pmm.crf_gaussian_compat": _NONNEG,
+    "pmm.crf_bilateral_sxy": _POS,
+    "pmm.crf_bilateral_srgb": _POS,
+    "pmm.crf_bilateral_compat": _NONNEG,
+    "pmm.crf_iters": _INT1,
+    "pmm.num_workers": _INT0,
+}
+#: (lo, hi) pairs: the first value may not exceed the second.
+_PAIR_ORDERED = ("data.ratio_range", "cam.resize_long")
+#: Sequences that must hold at least one value.
+_NON_EMPTY = ("infer.scales", "uncertainty.exponents", "cam.scales", "cam.crop_scales")
+_SCHEDULES = ("train", "seg2")
+
+
+def _get_path(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _fmt(value: Any) -> str:
+    """A value as the message shows it: ``nan``/``inf`` as YAML users write them, lists in brackets."""
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
+
+
+def check_values(cfg: Config, where_of: typing.Callable[[str], str] = lambda path: "config") -> None:
+    """Check every value of :data:`VALUE_RULES` (and every float for being finite) on a loaded config.
+
+    Raises:
+        ConfigError: ``<where>: '<path>' must be <rule>, got <value>``, ``where_of(path)`` naming the
+            file or the command line that set the value.
+    """
+
+    def fail(path: str, phrase: str, value: Any) -> ConfigError:
+        return ConfigError(f"{where_of(path)}: '{path}' must be {phrase}, got {_fmt(value)}")
+
+    for key, (test, phrase) in VALUE_RULES.items():
+        for path in [key.replace("*", s, 1) for s in _SCHEDULES] if key.startswith("*") else [key]:
+            value = _get_path(cfg, path)
+            if value is None or isinstance(value, str):  # optional (None) or a named mode ("auto")
+                continue
+            if not isinstance(value, tuple):
+                if not test(value):
+                    raise fail(path, phrase, value)
+                continue
+            if not value and path in _NON_EMPTY:
+                raise fail(path, f"a non-empty list of values, each {phrase}", value)
+            if not all(test(v) for v in value):
+                raise fail(path, f"a list of values, each {phrase}", value)
+            if path in _PAIR_ORDERED and value[0] > value[1]:
+                raise fail(path, "[lo, hi] with lo <= hi", value)
+    for path, value in _all_values(cfg, ""):  # no NaN or infinity anywhere, ruled or not
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise fail(
+                path, "a finite number" if items is not value else "a list of values, each a finite number", value
+            )
+
+
+def _all_values(obj: Any, prefix: str) -> typing.Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _all_values(value, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, value
+
+
+def _where_set(chain: list[tuple[dict[str, Any], str]], overridden: list[str]) -> typing.Callable[[str], str]:
+    """``path -> where it was set``: the command line, else the last file of the chain that sets it,
+    else the config given (its default came from the code)."""
+
+    def where_of(path: str) -> str:
+        if any(path == key or path.startswith(key + ".") for key in overridden):
+            return "command line"
+        for data, where in chain:  # chain[0] is the file given; later entries are its bases
+            node: Any = data
+            for part in path.split("."):
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is not _MISSING:
+                return where
+        return chain[0][1] if chain else "defaults"
+
+    return where_of
+
+
+_MISSING = object()

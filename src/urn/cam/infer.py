@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import io as _io
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -187,12 +186,9 @@ def heat_map(image: np.ndarray, cams: np.ndarray, alpha: float, backend: str = "
 def shard_env() -> tuple[int, int, torch.device]:
     """``(rank, world, device)`` from the torchrun/Slurm environment, without a process group:
     inference stages only split the ids (``ids[rank::world]``) and never communicate."""
-    env = os.environ
-    rank = int(env.get("RANK") or env.get("SLURM_PROCID") or 0)
-    world = int(env.get("WORLD_SIZE") or env.get("SLURM_NTASKS") or 1)
-    local = int(env.get("LOCAL_RANK") or env.get("SLURM_LOCALID") or 0)
-    if not 0 <= rank < world:
-        raise UrnError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    from urn.engine.distributed import launch_env
+
+    rank, world, local = launch_env()  # a world that cannot form is one line, before any output
     if torch.cuda.is_available():
         return rank, world, torch.device("cuda", local % torch.cuda.device_count())
     return rank, world, torch.device("cpu")
