@@ -63,6 +63,12 @@ class BackboneConfig:
     # BN running statistics frozen at their ImageNet values, scale and shift still trained (mmseg's
     # norm_eval=True: the reference's ResNet-101 configs; its Res2Net / ScaleNet / WR38 train them)
     norm_eval: bool = False
+    # per-stage dilations instead of those output_stride implies (ScaleNet-101 only): PMM's CAM classifier
+    # runs ScaleNet-101 at stride 8 undilated, (1, 1, 1, 1); the segmentation backbone at (1, 1, 2, 4)
+    dilations: tuple[int, ...] | None = None
+    # false: refuse to build the backbone from random initialisation (neither weights nor pretrained set);
+    # the reference presets set false, since the reference always starts from ImageNet weights
+    allow_random_init: bool = True
 
 
 @dataclass

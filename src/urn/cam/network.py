@@ -194,7 +194,7 @@ def build_cam_net(cfg: CAMConfig, num_classes: int, backbone: nn.Module | None =
     if backbone is None:
         from urn.models import build_backbone
 
-        backbone = build_backbone(cfg.backbone, out_indices=(1, 2, 3, 4))
+        backbone = build_backbone(cfg.backbone, out_indices=(1, 2, 3, 4), key="cam.backbone")
     if cfg.freeze_stem:
         backbone.freeze_stem()
     return nets[cfg.network](backbone, num_classes, dropout=cfg.head_dropout, freeze_bn=cfg.freeze_bn)

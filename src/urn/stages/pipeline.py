@@ -102,6 +102,7 @@ def run_pipeline(
 
         if not (run_dir / "uncertainty" / DONE).is_file():  # refuse now, not after hours of Seg-1
             raise UrnError(CRF_REQUIRED)
+    _check_init(cfg, STAGES[first : last + 1], use_cam)
     for stage in STAGES[:first]:
         if not (stage in CAM_STAGES and not use_cam) and not (run_dir / stage / DONE).is_file():
             raise UrnError(f"--from {from_stage}: earlier stage {stage!r} is not complete in {run_dir}")
@@ -130,6 +131,16 @@ def run_pipeline(
             if stage in COVERAGE_STAGES:
                 check_coverage(configs, run_dir, stage, quiet=quiet)
     return read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
+
+
+def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool) -> None:
+    """Refuse now, not after hours of earlier stages, a network that would start without its ImageNet weights."""
+    from urn.models import check_backbone_init
+
+    if use_cam and "cam_train" in stages:
+        check_backbone_init(cfg.cam.backbone, "cam.backbone")
+    if "seg1" in stages or "seg2" in stages:
+        check_backbone_init(cfg.model.backbone, "model.backbone")
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
