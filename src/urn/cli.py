@@ -7,6 +7,7 @@ line, ``error: ...``, and exit with code 2; nothing else is caught.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,14 @@ OverridesArg = Annotated[
 
 
 _registered = False
+_command_line = "urn"  # this run's command, written into the output folder's lock (main sets it)
+
+
+def claim(out: Path, option: str = "--out"):  # noqa: ANN201 - a context manager from urn.io
+    """Check the output folder ``out`` and hold its lock while the command runs (:func:`urn.io.claim_output`)."""
+    from urn.io import claim_output
+
+    return claim_output(out, option, command=_command_line)
 
 
 def _register_subapps() -> None:
@@ -112,7 +121,8 @@ def train(
     if phase not in (None, "seg1", "seg2"):
         raise UrnError(f"--phase must be seg1 or seg2, got {phase!r}")
     cfg = load_config(config, overrides or [])
-    path = run_train(cfg, out, phase=phase, resume=resume, restart=restart, device=device, quiet=quiet)
+    with claim(out):
+        path = run_train(cfg, out, phase=phase, resume=resume, restart=restart, device=device, quiet=quiet)
     typer.echo(f"checkpoint: {path}")
 
 
@@ -143,7 +153,8 @@ def evaluate(
         cfg.infer.flip = flip
     if crf is not None:
         cfg.infer.crf = crf
-    table, _ = run_eval(cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet)
+    with claim(out) if out is not None else contextlib.nullcontext():
+        table, _ = run_eval(cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet)
     typer.echo(table)
 
 
@@ -164,15 +175,9 @@ def predict(
     from urn.config import load_config
     from urn.stages.segmentation import run_predict
 
-    folder = run_predict(
-        load_config(config, overrides or []),
-        checkpoint,
-        out,
-        split=split,
-        voc_server=voc_server,
-        device=device,
-        quiet=quiet,
-    )
+    cfg = load_config(config, overrides or [])
+    with claim(out):
+        folder = run_predict(cfg, checkpoint, out, split=split, voc_server=voc_server, device=device, quiet=quiet)
     typer.echo(f"predictions: {folder}")
 
 
@@ -202,7 +207,10 @@ def uncertainty(
     cfg = load_config(config, overrides or [])
     if reference_format:
         cfg.uncertainty.reference_format = True
-    folder = run_uncertainty(cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet)
+    with claim(out):
+        folder = run_uncertainty(
+            cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet
+        )
     typer.echo(f"cyclic masks: {folder / 'masks'}\nuncertainty: {folder / 'uncertainty'}")
 
 
@@ -242,14 +250,15 @@ def uncertainty_report(
 
     cfg = load_config(config, overrides or [])
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
-    report = build_uncertainty_report(
-        layout,
-        split or cfg.uncertainty.split,
-        uncertainty_dir,
-        out,
-        pseudo_mask_dir=pseudo_masks,
-        grid_images=grid,
-    )
+    with claim(out):
+        report = build_uncertainty_report(
+            layout,
+            split or cfg.uncertainty.split,
+            uncertainty_dir,
+            out,
+            pseudo_mask_dir=pseudo_masks,
+            grid_images=grid,
+        )
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -271,14 +280,9 @@ def run(
     from urn.config import load_config
     from urn.stages.pipeline import run_pipeline
 
-    metrics = run_pipeline(
-        load_config(config, overrides or []),
-        out,
-        from_stage=from_stage,
-        until_stage=until_stage,
-        device=device,
-        quiet=quiet,
-    )
+    cfg = load_config(config, overrides or [])
+    with claim(out):
+        metrics = run_pipeline(cfg, out, from_stage=from_stage, until_stage=until_stage, device=device, quiet=quiet)
     if metrics:
         typer.echo(json.dumps(metrics.get("miou", {}), indent=2))
         _echo_notes(metrics)
@@ -295,6 +299,11 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Make the demo dataset (if needed) and run the whole pipeline on it with the `demo` preset."""
+    with claim(out):
+        _demo(out, data, overrides, device, quiet)
+
+
+def _demo(out: Path, data: Path, overrides: list[str] | None, device: str | None, quiet: bool) -> None:
     from urn.config import load_config
     from urn.data.check import check_dataset
     from urn.data.demo import make_demo
@@ -337,7 +346,9 @@ def main(argv: list[str] | None = None) -> None:
 
     Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C.
     """
+    global _command_line
     _register_subapps()
+    _command_line = " ".join(["urn", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
     try:
         app(args=argv, prog_name="urn")
     except UrnError as exc:

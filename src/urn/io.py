@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -258,3 +259,107 @@ def _check_file(path: Path) -> None:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
+
+
+# ------------------------------------------------------------------------------------- output folders
+LOCK_NAME = ".urn.lock"
+
+
+def check_output_dir(out: str | Path, option: str = "--out") -> Path:
+    """Make sure ``out`` is a folder this process can write into (made if missing); returns it.
+
+    Every command that writes an output folder calls this (through :func:`claim_output`) before any
+    work, so a bad ``--out`` is one line at the start and not a traceback, or a lost evaluation, at the end.
+
+    Raises:
+        UrnError: ``out`` is a file, lies under a file, cannot be made, or is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UrnError(f"{out}: {option} is a file, not a folder")
+    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise UrnError(f"{out}: {option} cannot be made ({blocker} is a file, not a folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UrnError(f"{out}: {option} cannot be made ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UrnError(f"{out}: {option} is not writable")
+    return out
+
+
+def _launcher_rank() -> int:
+    """This process's rank by the launcher variables (0 without a launcher); never raises."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name)
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+@contextlib.contextmanager
+def claim_output(out: str | Path, option: str = "--out", command: str | None = None) -> Iterator[Path]:
+    """Check ``out`` (:func:`check_output_dir`) and hold an exclusive lock on it while the block runs.
+
+    The lock is ``fcntl.flock`` on ``OUT/.urn.lock``, taken by rank 0 only (the other ranks of the same job
+    share the folder) and released by the operating system whenever the process ends, however it ends.
+    The lock file holds the holder's pid and ``command`` (default: this program's command line), which a
+    second run names when it stops. On the way out the lock file is removed, and so is ``out`` when this
+    call made it and nothing else was written there (a command that failed at once leaves nothing).
+
+    Raises:
+        UrnError: a bad ``out``, or another process holding its lock.
+    """
+    out = Path(out)
+    existed = out.is_dir()
+    out = check_output_dir(out, option)
+    if _launcher_rank() != 0:
+        yield out
+        return
+    path = out / LOCK_NAME
+    fd = _lock(path, out, option)
+    try:
+        command = command or " ".join(["urn", *sys.argv[1:]])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
+        yield out
+    finally:
+        _silent_unlink(path)  # still locked: a process waiting on it sees another inode and retries
+        os.close(fd)  # closing the only descriptor releases the lock
+        if not existed:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty
+
+
+def _lock(path: Path, out: Path, option: str) -> int:
+    """Open and ``flock`` ``path`` exclusively (never blocking); returns the descriptor."""
+    import fcntl
+
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UrnError(f"{path}: cannot create the lock of {out} ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lines = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip().splitlines()
+            os.close(fd)
+            who = lines[0] if lines else "a process that has not written its name yet"
+            raise UrnError(
+                f"{out}: in use by another urn run ({who}); wait for it to finish or choose another {option}"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise UrnError(f"{path}: cannot lock {out} ({exc.strerror or exc})") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed the file as we locked it: lock the file now at ``path``

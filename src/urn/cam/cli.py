@@ -6,6 +6,7 @@ User errors (:class:`~urn.errors.UrnError`) propagate to the main app (one line,
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -52,8 +53,11 @@ def train(
     A run already in OUT is continued when its config is the same, refused (naming what differs) if not.
     """
     from urn.cam.train import run
+    from urn.cli import claim
 
-    path = run(_config(config, overrides), out, resume=resume, restart=restart)
+    cfg = _config(config, overrides)
+    with claim(out):
+        path = run(cfg, out, resume=resume, restart=restart)
     typer.echo(f"checkpoint: {path}")
 
 
@@ -70,9 +74,12 @@ def infer(
 ) -> None:
     """Write normalised multi-scale (or multi-crop) CAMs of the tagged classes, one OUT/<id>.npz each."""
     from urn.cam.infer import run
+    from urn.cli import claim
 
     cfg = _config(config, overrides)
-    path = run(cfg, checkpoint, split or cfg.data.train_split, out, heat_out=heat_out)
+    other = heat_out is not None and heat_out.resolve() != out.resolve()
+    with claim(out), claim(heat_out, "--heat-out") if other else contextlib.nullcontext():
+        path = run(cfg, checkpoint, split or cfg.data.train_split, out, heat_out=heat_out)
     typer.echo(f"CAMs: {path}")
 
 
@@ -94,5 +101,8 @@ def pmm(
         set_by_path(cfg, "pmm.method", method, where="--method")
     if workers is not None:
         set_by_path(cfg, "pmm.num_workers", workers, where="--workers")
-    path = run(cfg, cams, split or cfg.data.train_split, out)
+    from urn.cli import claim
+
+    with claim(out):
+        path = run(cfg, cams, split or cfg.data.train_split, out)
     typer.echo(f"pseudo-masks: {path}")
