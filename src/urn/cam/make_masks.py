@@ -160,7 +160,8 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
         pmm_cfg = dataclasses.replace(pmm_cfg, bg_power=chosen["bg_power"])
         log.info("pmm.bg_power=auto: Otsu threshold %.3f -> alpha %.3f", chosen["otsu_threshold"], chosen["bg_power"])
     masks = [f"{i}.png" for i in ids]
-    io.remove_stale_temps_of(out, masks)  # this rank's ids only
+    # this rank's ids only; rank 0 also owns bg_power.json, whose write a kill may have torn
+    io.remove_stale_temps_of(out, masks + ([AUTO_ALPHA_FILE] if rank == 0 else []))
     init = (d.root, d.layout, d.classes_file, pmm_cfg, cams_dir, out)
     bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
     written = 0
