@@ -7,19 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.tiny import tiny_segmentor
 
 from urn.config import InferConfig, load_config
 from urn.errors import UrnError
 from urn.models import build_segmentor
 
 TINY = [
-    "model.backbone.name=resnet18",
-    "model.backbone.weights=null",
-    "model.head_channels=16",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor(),
     "infer.base_size=[64, 48]",
     "infer.scales=[1.0]",
     "infer.flip=false",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.tiny import tiny_segmentor
 
 from urn.config import load_config
 from urn.engine.checkpoint import load_checkpoint
@@ -17,13 +18,7 @@ from urn.errors import TrainingError, UrnError
 from urn.stages.segmentation import run_train
 
 TINY = [
-    "model.backbone.name=resnet18",
-    "model.backbone.weights=null",
-    "model.head_channels=16",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor(),
     "train.batch_size=2",
     "train.iters=6",
     "train.ckpt_every=2",

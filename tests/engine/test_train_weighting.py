@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tests.tiny import tiny_segmentor
 
 from urn.cli import main
 from urn.data.layout import DatasetLayout
@@ -21,13 +22,7 @@ from urn.engine.checkpoint import load_checkpoint
 from urn.io import read_mask
 
 TINY = [
-    "model.backbone.name=resnet18",
-    "model.backbone.weights=null",
-    "model.head_channels=16",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor(),
     "seg2.batch_size=2",
     "seg2.iters=2",
     "seg2.ckpt_every=2",

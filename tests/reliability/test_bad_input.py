@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from tests.reliability.conftest import assert_no_temp_files, assert_user_error
+from tests.tiny import tiny_segmentor
 
 SPLIT = "ImageSets/Segmentation/train.txt"
 
@@ -418,13 +419,7 @@ def test_corrupt_npy_probability_map(cli, demo_copy, probs, tmp_path):
 
 # ----------------------------------------------------------- pseudo-masks and weight maps for training
 TINY_SEG = [
-    "model.backbone.name=mobilenetv3_small_050",
-    "model.backbone.weights=null",
-    "model.head_channels=8",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor("mobilenetv3_small_050", 8),
     "seg2.batch_size=2",
     "seg2.iters=2",
     "train.batch_size=2",

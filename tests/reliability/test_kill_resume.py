@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from tests.reliability.conftest import assert_no_temp_files
+from tests.tiny import tiny_classifier
 
 from urn.engine.checkpoint import load_checkpoint
 from urn.io import TMP_SUFFIX
@@ -29,13 +30,7 @@ URN = [sys.executable, "-m", "urn"]
 _RANDOM = random.SystemRandom()  # the kill point; not the global RNG, which the stages seed
 N_TRAIN = 16
 CAM = [
-    "cam.backbone.name=mobilenetv3_small_050",
-    "cam.backbone.weights=null",
-    "cam.backbone.output_stride=16",
-    "cam.batch_size=2",
-    "cam.crop_size=48",
-    "cam.resize_long=[48,64]",
-    "cam.num_workers=0",
+    *tiny_classifier(),
     "cam.scales=[1.0,0.5]",
     "cam.log_every=1",
 ]

@@ -14,18 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from tests.reliability.conftest import assert_no_temp_files, assert_user_error
+from tests.tiny import tiny_classifier, tiny_segmentor
 
 from urn.engine.checkpoint import load_checkpoint
 
 SEG = [
     "data.fully_supervised=true",
-    "model.backbone.name=mobilenetv3_small_050",
-    "model.backbone.weights=null",
-    "model.head_channels=8",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor("mobilenetv3_small_050", 8),
     "train.batch_size=2",
     "train.iters=4",
     "train.ckpt_every=2",
@@ -34,13 +29,7 @@ SEG = [
     "train.lr=0.01",
 ]
 CAM = [
-    "cam.backbone.name=mobilenetv3_small_050",
-    "cam.backbone.weights=null",
-    "cam.backbone.output_stride=16",
-    "cam.batch_size=2",
-    "cam.crop_size=48",
-    "cam.resize_long=[48,64]",
-    "cam.num_workers=0",
+    *tiny_classifier(),
     "cam.log_every=1",
     "cam.iters=4",
     "cam.ckpt_every=2",

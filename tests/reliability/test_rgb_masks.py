@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.reliability.conftest import assert_no_temp_files, assert_user_error
+from tests.tiny import tiny_segmentor
 
 from urn.io import IGNORE_INDEX, colorize
 from urn.uncertainty_core import reference_png_array
 
 TINY_SEG = [
-    "model.backbone.name=mobilenetv3_small_050",
-    "model.backbone.weights=null",
-    "model.head_channels=8",
-    "model.aux_channels=8",
-    "data.crop_size=32",
-    "data.base_size=[64, 48]",
-    "data.num_workers=0",
+    *tiny_segmentor("mobilenetv3_small_050", 8),
     "train.batch_size=2",
     "train.iters=2",
     "train.val_every=0",
