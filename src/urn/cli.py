@@ -344,7 +344,8 @@ def _close_progress_bars() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``urn`` program (``argv`` defaults to ``sys.argv[1:]``).
 
-    Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C.
+    Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C;
+    a training stopped by SIGTERM/SIGINT after saving its checkpoint exits with 143/130.
     """
     global _command_line
     _register_subapps()
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     except UrnError as exc:
         _close_progress_bars()
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USER_ERROR)
+        # a training stopped by SIGINT/SIGTERM after saving exits with 128 + signal (urn.engine.stopping)
+        sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

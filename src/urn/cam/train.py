@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from urn.data.layout import DatasetLayout
 from urn.engine import resume as resume_policy
 from urn.engine.checkpoint import save_checkpoint
 from urn.engine.distributed import barrier, setup
+from urn.engine.stopping import SignalStopError, StopRequest, WorkerDiedError, guard_workers, worker_init
 from urn.errors import ConfigError, DataError, TrainingError, UrnError
 from urn.progress import progress_bar
 
@@ -161,44 +163,70 @@ def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False) -> 
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(c.seed),
+        # the workers leave SIGINT/SIGTERM to this process, which saves before it stops (urn.engine.stopping)
+        worker_init_fn=worker_init(),
     )
     model.train()
     bar = progress_bar(total=c.iters, initial=start, desc="cam train", disable=rank != 0)
     last_saved, t0 = start, time.time()
     it = start
-    for batch in loader:
-        if isinstance(batch, DataError):
-            raise batch  # a bad image: one line naming it, whichever process read it
-        imgs, targets, _ = batch
-        for g in optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * (1 - it / c.iters) ** c.poly_power
-        imgs, targets = imgs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if c.network == "seam":
-            loss, parts = seam_loss(model, imgs, targets, scale=c.seam_scale)
-        else:
-            loss = F.multilabel_soft_margin_loss(model(imgs), targets)
-            parts = {}
-        reported = _mean_over_ranks(torch.stack([loss.detach(), *parts.values()]), world)
-        if not torch.isfinite(reported).all():
-            raise TrainingError(
-                f"loss is {reported[0].item()} at iteration {it}; training stopped. The last checkpoint "
-                f"({ckpt_path}, iteration {last_saved}) is kept; lower cam.lr and resume or restart"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        it += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{reported[0].item():.4f}")
-        if rank == 0 and (it % c.log_every == 0 or it == c.iters):
-            entry = {"iter": it, "loss": reported[0].item(), "lr": optimizer.param_groups[0]["lr"]}
-            entry.update({k: v.item() for k, v in zip(parts, reported[1:], strict=True)})
-            entry["time_s"] = round(time.time() - t0, 3)
-            with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry) + "\n")
-        if it % c.ckpt_every == 0 or it == c.iters:
+    consistent = True  # net, optimizer and `it` agree (False while a step is being applied)
+    try:
+        with StopRequest() as stop, guard_workers(loader) as batches:
+            for batch in batches:
+                if isinstance(batch, DataError):
+                    raise batch  # a bad image: one line naming it, whichever process read it
+                imgs, targets, _ = batch
+                for g in optimizer.param_groups:
+                    g["lr"] = g["initial_lr"] * (1 - it / c.iters) ** c.poly_power
+                imgs, targets = imgs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                if c.network == "seam":
+                    loss, parts = seam_loss(model, imgs, targets, scale=c.seam_scale)
+                else:
+                    loss = F.multilabel_soft_margin_loss(model(imgs), targets)
+                    parts = {}
+                # the stop flag rides along the loss's all-reduce: every rank sees a signal at the same iteration
+                flag = torch.tensor(float(stop.signal or 0), device=loss.device)
+                reported = _mean_over_ranks(torch.stack([loss.detach(), *parts.values(), flag]), world)
+                reported, stop_signal = reported[:-1], int(round(float(reported[-1]) * world))
+                if not torch.isfinite(reported).all():
+                    raise TrainingError(
+                        f"loss is {reported[0].item()} at iteration {it}; training stopped. The last checkpoint "
+                        f"({ckpt_path}, iteration {last_saved}) is kept; lower cam.lr and resume or restart"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                consistent = False
+                loss.backward()
+                optimizer.step()
+                it += 1
+                consistent = True
+                bar.update(1)
+                bar.set_postfix(loss=f"{reported[0].item():.4f}")
+                if rank == 0 and (it % c.log_every == 0 or it == c.iters):
+                    entry = {"iter": it, "loss": reported[0].item(), "lr": optimizer.param_groups[0]["lr"]}
+                    entry.update({k: v.item() for k, v in zip(parts, reported[1:], strict=True)})
+                    entry["time_s"] = round(time.time() - t0, 3)
+                    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(entry) + "\n")
+                if it % c.ckpt_every == 0 or it == c.iters or stop_signal:
+                    _checkpoint(ckpt_path, net, optimizer, it, cfg, layout, rank, world, wanted)
+                    last_saved = it
+                if stop_signal:
+                    signum = stop.signal or (signal.SIGTERM if stop_signal >= signal.SIGTERM else signal.SIGINT)
+                    raise SignalStopError(
+                        f"stopped by signal {signum} at iteration {it}; checkpoint saved to {ckpt_path}, "
+                        "rerun the same command to continue",
+                        signum,
+                    )
+    except WorkerDiedError as exc:
+        what = str(exc)
+        if consistent and world == 1:
             _checkpoint(ckpt_path, net, optimizer, it, cfg, layout, rank, world, wanted)
-            last_saved = it
+            raise UrnError(f"{what}; checkpoint saved to {ckpt_path}, rerun the same command to continue") from None
+        raise UrnError(
+            f"{what}; the last checkpoint ({ckpt_path}, iteration {last_saved}) is kept, "
+            "rerun the same command to continue"
+        ) from None
     bar.close()
     if start >= c.iters and rank == 0:
         log.info("training already complete (%d iterations)", c.iters)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from urn.engine import distributed
 from urn.engine import resume as resume_policy
 from urn.engine.checkpoint import save_checkpoint
 from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
+from urn.engine.stopping import SignalStopError, StopRequest, WorkerDiedError, guard_workers, worker_init
 from urn.errors import TrainingError, UrnError
 from urn.io import atomic_write_text
 from urn.progress import progress_bar
@@ -55,28 +55,6 @@ def build_optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.SG
     return torch.optim.SGD(
         [g for g in groups if g["params"]], lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
     )
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag so the loop can save a checkpoint and stop cleanly."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # signal() raises ValueError outside the main thread (e.g. some test runners): no handler then.
-            with contextlib.suppress(ValueError):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def train_segmentor(
@@ -220,6 +198,8 @@ def train_segmentor(
         # or a resumed run would diverge from an uninterrupted one.
         generator=torch.Generator().manual_seed(tcfg.seed),
         persistent_workers=False,
+        # the workers leave SIGINT/SIGTERM to this process, which saves before it stops (urn.engine.stopping)
+        worker_init_fn=worker_init(),
     )
     if info.is_main:
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
@@ -246,8 +226,13 @@ def train_segmentor(
     bar = progress_bar(total=tcfg.iters, initial=start_iter, desc="train", disable=quiet or not info.is_main)
     it = start_iter
     t_last = time.perf_counter()
-    with _StopRequest() as stop:
-        for batch in loader:
+    consistent = True  # model, optimizer and `it` agree (False while a step is being applied)
+    with (
+        StopRequest() as stop,
+        _save_when_a_worker_dies(lambda: info.is_main and consistent, lambda: state(it), out),
+        guard_workers(loader) as batches,
+    ):
+        for batch in batches:
             for message in batch["errors"]:
                 bad_samples += 1
                 if bad_samples > cfg.data.skip_bad_samples:
@@ -274,6 +259,7 @@ def train_segmentor(
                         f"The last good checkpoint is {out / LAST}; lower train.lr or check the data."
                     )
                 optimizer.zero_grad(set_to_none=True)
+                consistent = False
                 scaler.scale(loss).backward()
                 if tcfg.grad_clip:
                     scaler.unscale_(optimizer)
@@ -281,6 +267,7 @@ def train_segmentor(
                 scaler.step(optimizer)
                 scaler.update()
             it += 1
+            consistent = True
             bar.update(1)
             if it % tcfg.log_every == 0 or it == tcfg.iters:
                 now = time.perf_counter()
@@ -300,13 +287,26 @@ def train_segmentor(
                 save_checkpoint(out / LAST, state(it))
             if stop.signal:
                 distributed.barrier()
-                raise UrnError(
+                raise SignalStopError(
                     f"stopped by signal {stop.signal} at iteration {it}; checkpoint saved to {out / LAST}, "
-                    "rerun the same command to continue"
+                    "rerun the same command to continue",
+                    stop.signal,
                 )
     bar.close()
     distributed.barrier()
     return out / LAST
+
+
+@contextlib.contextmanager
+def _save_when_a_worker_dies(can_save: Any, state: Any, out: Path) -> Any:
+    """Turn a dead DataLoader worker into one line, after saving ``state()`` when ``can_save()``."""
+    try:
+        yield
+    except WorkerDiedError as exc:
+        if can_save():
+            save_checkpoint(out / LAST, state())
+            raise UrnError(f"{exc}; checkpoint saved to {out / LAST}, rerun the same command to continue") from None
+        raise UrnError(f"{exc}; the last checkpoint in {out} is kept, rerun the same command to continue") from None
 
 
 def _log(path: Path, record: dict[str, Any], is_main: bool) -> None:
