@@ -262,6 +262,15 @@ def uncertainty_report(
     typer.echo(json.dumps(report, indent=2))
 
 
+RecomputeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recompute",
+        help="Redo a complete stage made with other config values, and every stage after it (default: stop).",
+    ),
+]
+
+
 @app.command()
 def run(
     config: ConfigArg,
@@ -271,10 +280,15 @@ def run(
         str | None, typer.Option("--from", help="First stage to run (earlier ones must be complete).")
     ] = None,
     until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
+    recompute: RecomputeOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """The whole pipeline: CAMs -> PMM pseudo-masks -> Seg-1 -> uncertainty -> Seg-2 -> evaluation -> report."""
+    """The whole pipeline: CAMs -> PMM pseudo-masks -> Seg-1 -> uncertainty -> Seg-2 -> evaluation -> report.
+
+    Complete stages are reused when made with the same config; one made otherwise stops the run
+    (naming the key) unless --recompute redoes it and every later stage.
+    """
     import json
 
     from urn.config import load_config
@@ -282,7 +296,9 @@ def run(
 
     cfg = load_config(config, overrides or [])
     with claim(out):
-        metrics = run_pipeline(cfg, out, from_stage=from_stage, until_stage=until_stage, device=device, quiet=quiet)
+        metrics = run_pipeline(
+            cfg, out, from_stage=from_stage, until_stage=until_stage, device=device, quiet=quiet, recompute=recompute
+        )
     if metrics:
         typer.echo(json.dumps(metrics.get("miou", {}), indent=2))
         _echo_notes(metrics)
@@ -295,15 +311,18 @@ def demo(
     out: OutOpt = Path("runs/demo"),
     data: Annotated[Path, typer.Option(help="Where the demo dataset is (made if missing).")] = Path("data/demo"),
     overrides: OverridesArg = None,
+    recompute: RecomputeOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Make the demo dataset (if needed) and run the whole pipeline on it with the `demo` preset."""
     with claim(out):
-        _demo(out, data, overrides, device, quiet)
+        _demo(out, data, overrides, device, quiet, recompute)
 
 
-def _demo(out: Path, data: Path, overrides: list[str] | None, device: str | None, quiet: bool) -> None:
+def _demo(
+    out: Path, data: Path, overrides: list[str] | None, device: str | None, quiet: bool, recompute: bool = False
+) -> None:
     from urn.config import load_config
     from urn.data.check import check_dataset
     from urn.data.demo import make_demo
@@ -318,7 +337,7 @@ def _demo(out: Path, data: Path, overrides: list[str] | None, device: str | None
     if problems:
         raise UrnError(f"{data}: demo data has problems, e.g. {problems[0]}")
     cfg = load_config("demo", [f"data.root={data}", *(overrides or [])])
-    metrics = run_pipeline(cfg, out, device=device, quiet=quiet)
+    metrics = run_pipeline(cfg, out, device=device, quiet=quiet, recompute=recompute)
     typer.echo(
         "mIoU (%): "
         + ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items())

@@ -143,7 +143,7 @@ def classifier_identity(
 
 
 # ----------------------------------------------------------------------------------------- comparing
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as it would be written on the command line, cut to a readable length."""
     if value is None:
         text = "null"
@@ -174,11 +174,11 @@ def mismatch_message(path: Path, stored: dict[str, Any], wanted: dict[str, Any],
     """``PATH was trained with k=old, the command asks new; use a new --out or --restart`` (one line)."""
     if len(keys) == 1:
         k = keys[0]
-        return f"{path} was trained with {k}={_show(stored[k])}, the command asks {_show(wanted[k])}; {HINT}"
+        return f"{path} was trained with {k}={show_value(stored[k])}, the command asks {show_value(wanted[k])}; {HINT}"
     shown = keys[:MAX_LISTED]
     more = f" and {len(keys) - len(shown)} more keys" if len(keys) > len(shown) else ""
-    old = ", ".join(f"{k}={_show(stored[k])}" for k in shown)
-    new = ", ".join(f"{k}={_show(wanted[k])}" for k in shown)
+    old = ", ".join(f"{k}={show_value(stored[k])}" for k in shown)
+    new = ", ".join(f"{k}={show_value(wanted[k])}" for k in shown)
     return f"{path} was trained with {old}{more}; the command asks {new}; {HINT}"
 
 

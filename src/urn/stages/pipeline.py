@@ -13,7 +13,12 @@ holds the stage's resolved config and wall time)::
     report        report.html
 
 A rerun skips stages with a ``DONE.json`` and resumes an interrupted one (every stage resumes
-itself: training from ``last.pt``, per-image stages by skipping complete files). Ground truth is
+itself: training from ``last.pt``, per-image stages by skipping complete files), provided the stage
+was made with the same config keys it reads (:data:`STAGE_READS`; recorded in ``DONE.json``, and in
+``STARTED.json`` while it runs). A stage made with other values stops the run before anything runs,
+with one line naming the key; ``recompute`` deletes that stage and every later one instead. Running
+a stage first deletes the later stages' folders and ``metrics.json`` / ``report.html``: they were
+made from the stage's earlier output, so a run never mixes old and new results. Ground truth is
 read only by ``evaluate`` and ``report``; if the training split's ground truth is missing, the
 pseudo-mask scores are left out (null) and the pipeline still runs. ``RUN_DIR/metrics.json`` holds
 ``miou`` (percentages: ``pseudo_masks``, ``cyclic_masks`` on train; ``seg1``, ``seg2`` on val),
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,12 +43,34 @@ from typing import Any
 from urn.config import Config, config_to_dict
 from urn.coverage import mask_coverage, summary_line
 from urn.engine import distributed
+from urn.engine import resume as resume_policy
 from urn.errors import DataError, UrnError
 from urn.io import atomic_write_json
 
 STAGES = ("cam_train", "cams", "pseudo_masks", "seg1", "uncertainty", "seg2", "evaluate", "report")
 CAM_STAGES = ("cam_train", "cams", "pseudo_masks")
 DONE = "DONE.json"
+STARTED = "STARTED.json"
+#: Files of the run folder and the stage that makes each: deleted whenever that stage or an earlier one runs anew.
+RUN_FILES = {"metrics.json": "evaluate", "report.html": "report"}
+#: The config sections / dotted keys each stage reads itself (what earlier stages read reaches it
+#: through their outputs: a change there redoes them and so every stage after them).
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "cam_train": ("data.root", "data.layout", "data.classes_file", "data.train_split", "cam"),
+    "cams": ("cam",),
+    "pseudo_masks": ("pmm",),
+    "seg1": ("data", "model", "train"),
+    "uncertainty": ("uncertainty", "infer", "crf"),
+    "seg2": ("seg2",),
+    "evaluate": ("data.val_split", "infer", "crf"),
+    "report": (),
+}
+#: Keys under those that do not change a stage's output (logging, checkpoints, workers, batching of
+#: same-result forwards; the uncertainty stage's split is set by the pipeline, Seg-1 never reads val).
+STAGE_IGNORES: dict[str, tuple[str, ...]] = {"seg1": ("data.val_split",), "uncertainty": ("uncertainty.split",)}
+IGNORED_NAMES = frozenset(
+    {"log_every", "ckpt_every", "val_every", "num_workers", "eval_val", "batch_views", "heat_alpha"}
+)
 COVERAGE = "coverage.json"
 #: The stages whose masks the label-free check reads, and their key in ``metrics.json["coverage"]``.
 COVERAGE_STAGES = {"pseudo_masks": "pseudo_masks", "uncertainty": "cyclic_masks"}
@@ -84,8 +112,14 @@ def run_pipeline(
     until_stage: str | None = None,
     device: str | None = None,
     quiet: bool = False,
+    recompute: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) the pipeline into ``run_dir``; returns the content of ``metrics.json``."""
+    """Run (or resume) the pipeline into ``run_dir``; returns the content of ``metrics.json``.
+
+    Args:
+        recompute: a stage made with other values of the keys it reads is deleted with every later
+            stage and run again (without it, such a stage stops the run with one line).
+    """
     for name in (from_stage, until_stage):
         if name is not None and name not in STAGES:
             raise UrnError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
@@ -97,6 +131,7 @@ def run_pipeline(
         raise DataError(cfg.data.pseudo_masks, "pseudo-mask folder not found (data.pseudo_masks)")
     first = STAGES.index(from_stage) if from_stage else 0
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
+    _check_records(configs, run_dir, recompute=recompute, is_main=info.is_main)
     if not cfg.crf.enabled and "uncertainty" in STAGES[first : last + 1]:
         from urn.stages.uncertainty import CRF_REQUIRED
 
@@ -114,6 +149,11 @@ def run_pipeline(
         folder = run_dir / stage
         if (folder / DONE).is_file():
             continue
+        if info.is_main:
+            # the later stages were made from this stage's earlier output: never keep them beside the new one
+            _delete_after(run_dir, stage)
+            atomic_write_json(folder / STARTED, _record(stage, configs, run_dir))
+        distributed.barrier()
         if info.is_main and not quiet:
             print(f"[urn run] stage {stage}", flush=True)
         t0 = time.perf_counter()
@@ -122,15 +162,122 @@ def run_pipeline(
         if info.is_main:
             atomic_write_json(
                 folder / DONE,
-                {
-                    "stage": stage,
-                    "seconds": time.perf_counter() - t0,
-                    "config": config_to_dict(configs[stage]),
-                },
+                {**_record(stage, configs, run_dir), "seconds": time.perf_counter() - t0},
             )
             if stage in COVERAGE_STAGES:
                 check_coverage(configs, run_dir, stage, quiet=quiet)
     return read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
+
+
+# ------------------------------------------------------------------------------------ stage records
+def _record(stage: str, configs: dict[str, Config], run_dir: Path) -> dict[str, Any]:
+    """What ``DONE.json`` / ``STARTED.json`` hold: the stage, its resolved config and the run folder."""
+    return {"stage": stage, "config": config_to_dict(configs[stage]), "run_dir": os.path.abspath(run_dir)}
+
+
+def stage_reads(stage: str, config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """The keys of ``config`` (plain data) that ``stage`` reads, flattened and comparable.
+
+    Paths are absolute, and those inside ``run_dir`` are written ``RUN/...``, so a run folder
+    reached by another spelling (or moved) still matches its records.
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        else:
+            flat[prefix] = value
+
+    walk("", config)
+    reads, ignores = STAGE_READS[stage], STAGE_IGNORES.get(stage, ())
+
+    def under(key: str, prefixes: tuple[str, ...]) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+    picked = {
+        k: v
+        for k, v in flat.items()
+        if under(k, reads) and not under(k, ignores) and k.rsplit(".", 1)[-1] not in IGNORED_NAMES
+    }
+    root = os.path.normpath(os.path.abspath(run_dir))
+    for key in resume_policy.PATH_KEYS & picked.keys():
+        if picked[key] not in (None, ""):
+            path = os.path.normpath(os.path.abspath(os.path.expanduser(str(picked[key]))))
+            picked[key] = "RUN" + path[len(root) :] if path == root or path.startswith(root + os.sep) else path
+    return json.loads(json.dumps(picked))
+
+
+def _stored_record(folder: Path) -> dict[str, Any] | None:
+    """The record of a stage folder: ``DONE.json``, else ``STARTED.json`` (interrupted), else ``None``."""
+    for name in (DONE, STARTED):
+        path = folder / name
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+    return None
+
+
+def _check_records(configs: dict[str, Config], run_dir: Path, *, recompute: bool, is_main: bool) -> None:
+    """Stop (or, with ``recompute``, delete from there on) at the first stage made with other values."""
+    for i, stage in enumerate(STAGES):
+        folder = run_dir / stage
+        record = _stored_record(folder)
+        if record is None:
+            continue
+        stored = stage_reads(stage, record["config"], record.get("run_dir") or run_dir)
+        wanted = stage_reads(stage, config_to_dict(configs[stage]), run_dir)
+        keys = resume_policy.differences(stored, wanted)
+        if not keys:
+            continue
+        later = STAGES[i + 1 :]
+        if not recompute:
+
+            def show(v: Any) -> str:  # 11.0 is shown as the 11 the user wrote
+                return resume_policy.show_value(int(v) if isinstance(v, float) and v.is_integer() else v)
+
+            shown = keys[: resume_policy.MAX_LISTED]
+            more = f" and {len(keys) - len(shown)} more keys" if len(keys) > len(shown) else ""
+            if len(keys) == 1:
+                what = f"{keys[0]}={show(stored[keys[0]])}, the command asks {show(wanted[keys[0]])}"
+            else:
+                old = ", ".join(f"{k}={show(stored[k])}" for k in shown)
+                what = f"{old}{more}; the command asks " + ", ".join(f"{k}={show(wanted[k])}" for k in shown)
+            after = f" and the stages after it ({', '.join(later)})" if later else ""
+            raise UrnError(
+                f"{folder} was made with {what}; rerun with --recompute to redo {stage}{after}, or use a new --out"
+            )
+        if is_main:
+            _delete_after(run_dir, stage, including=True)
+        distributed.barrier()
+        return
+
+
+def _delete_stage(folder: Path) -> None:
+    import shutil
+
+    try:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        elif folder.exists() or folder.is_symlink():
+            folder.unlink()
+    except OSError as exc:
+        raise UrnError(f"{folder}: cannot delete this stale stage output ({exc.strerror or exc})") from None
+
+
+def _delete_after(run_dir: Path, stage: str, *, including: bool = False) -> None:
+    """Delete the folders of the stages after ``stage`` (and its own with ``including``) and the run
+    files that ``stage`` or a later stage makes."""
+    start = STAGES.index(stage)
+    for later in STAGES[start + (0 if including else 1) :]:
+        _delete_stage(run_dir / later)
+    for name, maker in RUN_FILES.items():
+        if STAGES.index(maker) >= start:
+            _delete_stage(run_dir / name)
 
 
 def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool) -> None:
@@ -241,7 +388,7 @@ def collapse_warning(stage: str, coverage: dict[str, Any]) -> str | None:
             "of tagged images are all background.",
             f"  {who} trains on these masks next and will learn mostly background.",
             *(f"  {line}" for line in advice),
-            "  The run goes on; to redo it with new settings, delete this stage's folder and the later ones.",
+            "  The run goes on; to redo it with new settings, rerun with them and --recompute.",
         ]
     )
 
