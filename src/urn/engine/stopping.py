@@ -88,7 +88,7 @@ def guard_workers(loader: Iterable[T]) -> Iterator[Iterator[T]]:
     """
     it = iter(loader)
     try:
-        yield it
+        yield _batches(it)
     except RuntimeError as exc:
         _hold_sigchld()
         if not _is_worker_death(exc):
@@ -107,6 +107,28 @@ def guard_workers(loader: Iterable[T]) -> Iterator[Iterator[T]]:
                 while signal.SIGCHLD in signal.sigpending():
                     signal.sigtimedwait({signal.SIGCHLD}, 0)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _batches(it: Iterator[T]) -> Iterator[T]:
+    """``it``'s items; a connection lost to a worker that has died is :class:`WorkerDiedError`.
+
+    (Torch raises the unpickling error as it is when it has not yet seen the worker die.)
+    """
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except (ConnectionError, EOFError):
+            dead = []
+            for worker in getattr(it, "_workers", ()):
+                worker.join(timeout=1.0)
+                if worker.exitcode is not None:
+                    dead.append(str(worker.pid))
+            if not dead:
+                raise
+            raise WorkerDiedError(f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly") from None
+        yield item
 
 
 def _hold_sigchld() -> bool:
