@@ -41,6 +41,31 @@ def _start(args: list[str], root: Path, out: Path) -> subprocess.Popen:
     )
 
 
+def _run_then_signal(args: list[str], root: Path, out: Path, ready, send) -> tuple[int, str]:
+    """Start the command in its own session, call ``send(proc)`` once ``ready()`` holds; returns (exit code, stderr).
+
+    Whatever happens, the process group is SIGKILLed on the way out, so no training outlives the test.
+    """
+    proc = _start(args, root, out)
+    try:
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline and not ready():
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        send(proc)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err
+
+
+def _sigterm_group(proc: subprocess.Popen, settle: float = 0.0) -> None:
+    time.sleep(settle)  # let the workers run: the signal must meet them mid-epoch
+    os.killpg(proc.pid, signal.SIGTERM)  # start_new_session: the group id is the pid
+
+
 def _logged_iters(out: Path) -> list[int]:
     path = out / "log.jsonl"
     if not path.is_file():
@@ -59,20 +84,10 @@ def _logged_iters(out: Path) -> list[int]:
 def test_sigterm_to_the_process_group_saves_and_resumes(demo_root, tmp_path, command):
     args, ckpt_name = CASES[command]
     out = tmp_path / "run"
-    proc = _start(args, demo_root, out)
-    try:
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline and not _logged_iters(out):
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.3)  # let the workers run: the signal must meet them mid-epoch
-        os.killpg(proc.pid, signal.SIGTERM)  # start_new_session: the group id is the pid
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = _run_then_signal(
+        args, demo_root, out, lambda: bool(_logged_iters(out)), lambda proc: _sigterm_group(proc, settle=0.3)
+    )
+    assert code == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "DataLoader worker" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: stopped by signal 15 at iteration "), err
@@ -81,19 +96,10 @@ def test_sigterm_to_the_process_group_saves_and_resumes(demo_root, tmp_path, com
     assert load_checkpoint(out / ckpt_name)["iteration"] == stopped_at
 
     # the same command continues from the checkpoint; kill it again once it has logged past it
-    proc = _start(args, demo_root, out)
-    try:
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline and max(_logged_iters(out), default=0) <= stopped_at:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = _run_then_signal(
+        args, demo_root, out, lambda: max(_logged_iters(out), default=0) > stopped_at, _sigterm_group
+    )
+    assert code == 128 + signal.SIGTERM, err
     assert "Traceback" not in err, err
     iters = _logged_iters(out)
     # one clean run in the log: each iteration once, in order, the resumed part right after the checkpoint
@@ -116,22 +122,15 @@ def test_a_worker_killed_outright_is_one_line_and_a_checkpoint(demo_root, tmp_pa
     """A worker that dies anyway (SIGKILL, out of memory): one line, no traceback, and a resumable checkpoint."""
     args, ckpt_name = CASES[command]
     out = tmp_path / "run"
-    proc = _start(args, demo_root, out)
-    try:
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline and not _logged_iters(out):
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+
+    def kill_workers(proc: subprocess.Popen) -> None:
         workers = _children(proc.pid)
         assert workers
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 2, err
+
+    code, err = _run_then_signal(args, demo_root, out, lambda: bool(_logged_iters(out)), kill_workers)
+    assert code == 2, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: DataLoader worker (pid"), err
