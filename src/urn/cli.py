@@ -42,6 +42,22 @@ def claim(out: Path, option: str = "--out"):  # noqa: ANN201 - a context manager
     return claim_output(out, option, command=_command_line)
 
 
+RecomputeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recompute",
+        help="OUT holds this command's outputs of other inputs or config: delete them and start over.",
+    ),
+]
+
+
+def claim_recorded(out: Path, record: dict, recompute: bool, option: str = "--out"):  # noqa: ANN201
+    """:func:`claim`, plus the rerun policy of :mod:`urn.output_record` (same record resumes, another stops)."""
+    from urn.output_record import recorded_output
+
+    return recorded_output(out, record, recompute=recompute, option=option, command_line=_command_line)
+
+
 def _register_subapps() -> None:
     global _registered
     if _registered:
@@ -170,13 +186,19 @@ def predict(
     ] = True,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
+    recompute: RecomputeOpt = False,
 ) -> None:
-    """Write palette PNG predictions (VOC evaluation-server layout and tarball by default)."""
+    """Write palette PNG predictions (VOC evaluation-server layout and tarball by default).
+
+    OUT records what made it: a rerun with the same checkpoint and config resumes, another stops.
+    """
     from urn.config import load_config
+    from urn.output_record import command_record, input_file
     from urn.stages.segmentation import run_predict
 
     cfg = load_config(config, overrides or [])
-    with claim(out):
+    record = command_record("predict", cfg, checkpoint=input_file(checkpoint), split=split, voc_server=voc_server)
+    with claim_recorded(out, record, recompute):
         folder = run_predict(cfg, checkpoint, out, split=split, voc_server=voc_server, device=device, quiet=quiet)
     typer.echo(f"predictions: {folder}")
 
@@ -199,15 +221,21 @@ def uncertainty(
     ] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
+    recompute: RecomputeOpt = False,
 ) -> None:
-    """Cyclic pseudo-masks + per-pixel uncertainty by response scaling (URN)."""
+    """Cyclic pseudo-masks + per-pixel uncertainty by response scaling (URN).
+
+    OUT records what made it: a rerun with the same inputs and config resumes, another stops.
+    """
     from urn.config import load_config
+    from urn.output_record import command_record, input_file, input_folder
     from urn.stages.uncertainty import run_uncertainty
 
     cfg = load_config(config, overrides or [])
     if reference_format:
         cfg.uncertainty.reference_format = True
-    with claim(out):
+    record = command_record("uncertainty", cfg, checkpoint=input_file(checkpoint), probs=input_folder(probs))
+    with claim_recorded(out, record, recompute):
         folder = run_uncertainty(
             cfg, out, checkpoint=checkpoint, probs_dir=probs, limit=limit, device=device, quiet=quiet
         )
@@ -262,7 +290,7 @@ def uncertainty_report(
     typer.echo(json.dumps(report, indent=2))
 
 
-RecomputeOpt = Annotated[
+RecomputeStagesOpt = Annotated[
     bool,
     typer.Option(
         "--recompute",
@@ -280,7 +308,7 @@ def run(
         str | None, typer.Option("--from", help="First stage to run (earlier ones must be complete).")
     ] = None,
     until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
-    recompute: RecomputeOpt = False,
+    recompute: RecomputeStagesOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -311,7 +339,7 @@ def demo(
     out: OutOpt = Path("runs/demo"),
     data: Annotated[Path, typer.Option(help="Where the demo dataset is (made if missing).")] = Path("data/demo"),
     overrides: OverridesArg = None,
-    recompute: RecomputeOpt = False,
+    recompute: RecomputeStagesOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -102,8 +102,19 @@ def test_failed_command_in_an_existing_folder_leaves_it_as_it_was(cli, demo_root
     out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert_user_error(cli(*_commands(demo_root, tmp_path, out)["predict"]), "missing.pt")
+    assert_user_error(cli(*_commands(demo_root, tmp_path, out)["eval"]), "missing.pt")
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    # a per-image command will not write beside files it did not make (tests/reliability/test_output_records.py)
+    assert_user_error(cli(*_commands(demo_root, tmp_path, out)["predict"]), "no urn-record.json describes")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("command", ["predict", "uncertainty", "cam infer", "pmm"])
+def test_failed_command_in_an_existing_empty_folder_leaves_it_empty(cli, demo_root, tmp_path, command):
+    out = tmp_path / "existing"
+    out.mkdir()
+    assert cli(*_commands(demo_root, tmp_path, out)[command]).code == 2
+    assert out.is_dir() and not list(out.iterdir())
 
 
 # ------------------------------------------------------------------------------- item 5: one run per --out

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from urn.cli import RecomputeOpt
+
 cam_app = typer.Typer(
     help="Classification phase: CAM classifier training and CAM inference.",
     no_args_is_help=True,
@@ -71,15 +73,29 @@ def infer(
     heat_out: Annotated[
         Path | None, typer.Option(help="Also write stage-2 heat maps here (for cam.heat_dir training).")
     ] = None,
+    recompute: RecomputeOpt = False,
 ) -> None:
-    """Write normalised multi-scale (or multi-crop) CAMs of the tagged classes, one OUT/<id>.npz each."""
+    """Write normalised multi-scale (or multi-crop) CAMs of the tagged classes, one OUT/<id>.npz each.
+
+    OUT records what made it: a rerun with the same checkpoint and config resumes, another stops.
+    """
     from urn.cam.infer import run
-    from urn.cli import claim
+    from urn.cli import claim_recorded
+    from urn.output_record import command_record, input_file
 
     cfg = _config(config, overrides)
+    split = split or cfg.data.train_split
     other = heat_out is not None and heat_out.resolve() != out.resolve()
-    with claim(out), claim(heat_out, "--heat-out") if other else contextlib.nullcontext():
-        path = run(cfg, checkpoint, split or cfg.data.train_split, out, heat_out=heat_out)
+    record = command_record(
+        "cam infer",
+        cfg,
+        checkpoint=input_file(checkpoint),
+        split=split,
+        heat_out=str(heat_out.resolve()) if heat_out is not None else None,
+    )
+    heat_claim = claim_recorded(heat_out, record, recompute, "--heat-out") if other else contextlib.nullcontext()
+    with claim_recorded(out, record, recompute), heat_claim:
+        path = run(cfg, checkpoint, split, out, heat_out=heat_out)
     typer.echo(f"CAMs: {path}")
 
 
@@ -91,8 +107,12 @@ def pmm(
     split: SplitOpt = None,
     method: Annotated[str | None, typer.Option(help="pmm, threshold or threshold_crf (default: pmm.method).")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Worker processes (default: pmm.num_workers).")] = None,
+    recompute: RecomputeOpt = False,
 ) -> None:
-    """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or a threshold baseline), OUT/<id>.png."""
+    """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or a threshold baseline), OUT/<id>.png.
+
+    OUT records what made it: a rerun with the same CAMs and config resumes, another stops.
+    """
     from urn.cam.make_masks import run
     from urn.config import set_by_path
 
@@ -101,8 +121,11 @@ def pmm(
         set_by_path(cfg, "pmm.method", method, where="--method")
     if workers is not None:
         set_by_path(cfg, "pmm.num_workers", workers, where="--workers")
-    from urn.cli import claim
+    from urn.cli import claim_recorded
+    from urn.output_record import command_record, input_folder
 
-    with claim(out):
-        path = run(cfg, cams, split or cfg.data.train_split, out)
+    split = split or cfg.data.train_split
+    record = command_record("pmm", cfg, cams=input_folder(cams), split=split)
+    with claim_recorded(out, record, recompute):
+        path = run(cfg, cams, split, out)
     typer.echo(f"pseudo-masks: {path}")
