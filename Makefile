@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser demo test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (urn needs Python 3.11; set PYTHON=...)"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench,demo]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +30,8 @@ browser:
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	  || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# Lint first (seconds), then every test; `pytest -m "not slow"` is the quick loop while developing.
+test: lint browser
 	$(BIN)/python -m pytest -q -rs tests
 
 lint: $(STAMP)

@@ -1,4 +1,4 @@
-"""Training throughput: urn's DeepLabV3+ against segmentation_models_pytorch's, same encoder, on CPU.
+"""Training throughput: urn's DeepLabV3+ against segmentation_models_pytorch's, same encoder (CPU or CUDA).
 
 One iteration = draw a batch from an in-memory synthetic dataset through urn's training transforms
 (rescale, crop, flip, photometric, normalise, pad), forward, loss, backward, SGD step. Both models
@@ -69,9 +69,19 @@ class Runner:
     """One model with its loss and optimiser; :meth:`run` times ``n`` training iterations."""
 
     def __init__(
-        self, name: str, model: nn.Module, loss_fn: Callable[[Any, Tensor], Tensor], batches: Iterator, cl: bool
+        self,
+        name: str,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Tensor], Tensor],
+        batches: Iterator,
+        cl: bool,
+        device: torch.device = torch.device("cpu"),  # noqa: B008 - an immutable default
+        amp: bool = False,
     ) -> None:
         self.name, self.loss_fn, self.batches, self.cl = name, loss_fn, batches, cl
+        self.device, self.amp = device, amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        model = model.to(device)
         self.model = model.train().to(memory_format=torch.channels_last) if cl else model.train()
         self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.rates: list[float] = []
@@ -79,17 +89,22 @@ class Runner:
 
     def step(self) -> None:
         image, target = next(self.batches)
+        image, target = image.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
         if self.cl:
             image = image.contiguous(memory_format=torch.channels_last)
-        loss = self.loss_fn(self.model(image), target)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = self.loss_fn(self.model(image), target)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
 
     def run(self, n: int) -> float:
         t, c = time.perf_counter(), time.process_time()
         for _ in range(n):
             self.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         rate = n / (time.perf_counter() - t)
         self.rates.append(rate)
         self.cpu_rates.append(n / (time.process_time() - c))
@@ -106,7 +121,10 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels_last for both models")
     ap.add_argument("--no-psp", action="store_true", help="skip urn's PSPNet")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA only), as urn trains there")
     args = ap.parse_args()
+    device = torch.device(args.device)
 
     import segmentation_models_pytorch as smp
 
@@ -127,24 +145,42 @@ def main() -> None:
     )
     criterion = SegmentationLoss()  # what urn trains with: CE with ignore 255, main + aux
     runners = [
-        Runner("urn DeepLabV3+", ours_dl, lambda out, t: criterion(out, t)[0], batches(), args.channels_last),
+        Runner(
+            "urn DeepLabV3+",
+            ours_dl,
+            lambda out, t: criterion(out, t)[0],
+            batches(),
+            args.channels_last,
+            device,
+            args.amp,
+        ),
         Runner(
             "smp DeepLabV3Plus",
             theirs,
             lambda out, t: F.cross_entropy(out, t, ignore_index=255),
             batches(),
             args.channels_last,
+            device,
+            args.amp,
         ),
     ]
     if not args.no_psp:
         ours_psp = build_segmentor(ModelConfig(backbone=backbone), NUM_CLASSES)
         runners.append(
-            Runner("urn PSPNet (+aux)", ours_psp, lambda out, t: criterion(out, t)[0], batches(), args.channels_last)
+            Runner(
+                "urn PSPNet (+aux)",
+                ours_psp,
+                lambda out, t: criterion(out, t)[0],
+                batches(),
+                args.channels_last,
+                device,
+                args.amp,
+            )
         )
 
     print(
         f"encoder={args.encoder} batch={args.batch} crop={args.crop} iters={args.iters} rounds={args.rounds} "
-        f"threads={torch.get_num_threads()} channels_last={args.channels_last}"
+        f"threads={torch.get_num_threads()} channels_last={args.channels_last} device={device} amp={args.amp}"
     )
     for r in runners:  # warm-up: first-call allocations and oneDNN kernel selection
         r.run(2)

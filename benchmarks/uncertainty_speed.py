@@ -68,12 +68,14 @@ def main() -> None:
     ap.add_argument("--present", type=int, nargs="+", default=[2, 3, 5], help="synthetic cases (classes present)")
     ap.add_argument("--checkpoint", default=None, help="a demo Seg-1 checkpoint (default: random weights)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--device", default="cpu", help="device of urn's path: cpu or cuda (the reference stays on CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     from urn.data.demo import make_demo
     from urn.models import build_segmentor
 
+    device = torch.device(args.device)
     cfg = load_config("demo", ["model.backbone.weights=null", "infer.base_size=[480, 320]"])
     rng = np.random.default_rng(0)
     cases: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -90,8 +92,11 @@ def main() -> None:
             t0 = time.perf_counter()
             reference_forward(model, image, cfg.infer)
             t1 = time.perf_counter()
-            predict_probs(model, image, cfg.infer, torch.device("cpu"))
+            predict_probs(model.to(device), image, cfg.infer, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             t2 = time.perf_counter()
+            model.cpu()
             print(f"  {image_id}: reference {t1 - t0:.2f}s  urn {t2 - t1:.2f}s  ratio {(t1 - t0) / (t2 - t1):.2f}x")
             gt = layout.read_gt(image_id)
             cases.append((f"demo {image_id}", image, probs_from_gt(gt, layout.classes.num_classes, rng)))
@@ -104,7 +109,9 @@ def main() -> None:
     worst_agree, worst_within = 1.0, 1.0
     for name, image, probs in cases:
         ref = run_response_scaling(image, probs, "pydensecrf")
-        new = run_response_scaling(image, probs, "batched")
+        new = run_response_scaling(image, probs, "batched", device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t_ref, t_new = sum(ref.times.values()), sum(new.times.values())
         total_ref += t_ref
         total_new += t_new

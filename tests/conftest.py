@@ -82,3 +82,14 @@ def _torchrun(nproc: int, port: int, *urn_args: str):
 def torchrun():
     """``torchrun(nproc, port, *urn_args)``: a multi-process CPU (gloo) run of the real CLI."""
     return _torchrun
+
+
+#: Fixtures that start real processes (torchrun worlds, SIGKILLed runs): every test using one is ``slow``.
+SLOW_FIXTURES = frozenset({"torchrun", "kill_when"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start real processes ``slow``: ``pytest -m "not slow"`` is the quick loop."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -160,7 +160,9 @@ def test_cyclic_and_reference_masks_hold_raw_ids_through_seg2(coco_root: Path, t
             assert np.array_equal(ds.load(n)["target"], np.where(gt[image_id] == 255, 0, gt[image_id]))
 
     # the readers of cyclic masks: uncertainty report (against GT) and the label-free coverage
-    report = build_uncertainty_report(layout, "train", u, tmp_path / "report", pseudo_mask_dir=u / "masks", quiet=True)
+    report = build_uncertainty_report(
+        layout, "train", u, tmp_path / "report", weight_thresh=0.05, pseudo_mask_dir=u / "masks", quiet=True
+    )
     assert report["miou_cyclic"] == pytest.approx(100.0) and report["miou_pseudo_masks"] == pytest.approx(100.0)
     coverage = mask_coverage(layout, list(OBJECTS), layout.image_labels(), u / "masks")
     assert coverage.missing_tag_rate == 0.0

@@ -59,7 +59,7 @@ def test_report_counts_wrong_pixels_and_what_the_hard_rule_mutes(demo_copy, tmp_
         bg += int((cyclic == 0).sum())
         muted_bg += int(((cyclic == 0) & (u >= 0.95)).sum())
         muted_fg += int(((cyclic != 0) & (u >= 0.95)).sum())
-    report = build_uncertainty_report(layout, "train", udir, tmp_path / "out", quiet=True)
+    report = build_uncertainty_report(layout, "train", udir, tmp_path / "out", weight_thresh=0.05, quiet=True)
     assert report["images"] == len(ids)
     assert report["wrong_pixel_rate"] == pytest.approx(wrong_total / pixels)
     assert wrong_total > 0

@@ -36,7 +36,7 @@ def _digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "summary.json"
+        if p.is_file() and p.name not in ("summary.json", "urn-record.json")  # what made it, not data
     }
 
 

@@ -14,6 +14,17 @@ from typing import Annotated
 
 import typer
 
+from urn import cli_common
+from urn.cli_common import (
+    ConfigArg,
+    DeviceOpt,
+    OutOpt,
+    OverridesArg,
+    QuietOpt,
+    RecomputeOpt,
+    claim,
+    claim_recorded,
+)
 from urn.errors import EXIT_USER_ERROR, UrnError
 
 app = typer.Typer(
@@ -24,38 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigArg = Annotated[str, typer.Argument(help="YAML config path or preset name (see `urn presets`).")]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Dotted overrides, e.g. train.iters=200 model.backbone.name=resnet18"),
-]
-
-
 _registered = False
-_command_line = "urn"  # this run's command, written into the output folder's lock (main sets it)
-
-
-def claim(out: Path, option: str = "--out"):  # noqa: ANN201 - a context manager from urn.io
-    """Check the output folder ``out`` and hold its lock while the command runs (:func:`urn.io.claim_output`)."""
-    from urn.io import claim_output
-
-    return claim_output(out, option, command=_command_line)
-
-
-RecomputeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--recompute",
-        help="OUT holds this command's outputs of other inputs or config: delete them and start over.",
-    ),
-]
-
-
-def claim_recorded(out: Path, record: dict, recompute: bool, option: str = "--out"):  # noqa: ANN201
-    """:func:`claim`, plus the rerun policy of :mod:`urn.output_record` (same record resumes, another stops)."""
-    from urn.output_record import recorded_output
-
-    return recorded_output(out, record, recompute=recompute, option=option, command_line=_command_line)
 
 
 def _register_subapps() -> None:
@@ -101,11 +81,6 @@ def score_masks(
 
     text = score_mask_folders(pred_dir, gt_dir, ids_file=ids, classes_file=classes, json_out=json_out)
     typer.echo(text)
-
-
-OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")]
 
 
 @app.command()
@@ -284,6 +259,7 @@ def uncertainty_report(
             split or cfg.uncertainty.split,
             uncertainty_dir,
             out,
+            weight_thresh=cfg.seg2.weight_thresh,
             pseudo_mask_dir=pseudo_masks,
             grid_images=grid,
         )
@@ -394,9 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C;
     a training stopped by SIGTERM/SIGINT after saving its checkpoint exits with 143/130.
     """
-    global _command_line
     _register_subapps()
-    _command_line = " ".join(["urn", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
+    cli_common.command_line = " ".join(["urn", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
     try:
         app(args=argv, prog_name="urn")
     except UrnError as exc:

@@ -66,6 +66,30 @@ def _silent_unlink(path: str | Path) -> None:
         os.unlink(path)
 
 
+def _open_append(path: Path) -> IO[str]:
+    return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller's with
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (training logs).
+
+    An append is line-sized, so a crash loses at most the line being written. A failed write (a full
+    disk, a quota, a folder gone) is one line naming the file, not a traceback.
+
+    Raises:
+        UrnError: the line could not be written.
+    """
+    path = Path(path)
+    line = json.dumps(record, default=_json_default) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _open_append(path) as fh:
+            fh.write(line)
+            fh.flush()
+    except OSError as exc:
+        raise UrnError(f"{path}: cannot append to the log ({exc.strerror or exc})") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from urn.data.labels import derive_labels, load_labels_file, to_multi_hot, write_labels
+from urn.data.label_writing import derive_labels, write_labels
+from urn.data.labels import load_labels_file, to_multi_hot
 from urn.data.layout import DatasetLayout
 from urn.errors import DataError
 from urn.io import save_palette_png

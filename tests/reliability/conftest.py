@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,13 @@ class CliResult:
         return self.out + self.err
 
 
+#: Set to a file path to collect every case run through :func:`cli` as JSON lines (the closing note's table:
+#: ``python -m tests.reliability.case_table FILE``).
+CASE_TABLE_ENV = "URN_CASE_TABLE"
+
+
 @pytest.fixture
-def cli(capsys):
+def cli(capsys, request, tmp_path_factory):
     """Run ``urn ARGS`` in-process through :func:`urn.cli.main` (the same code path as the program)."""
     from urn.cli import main
 
@@ -34,9 +41,27 @@ def cli(capsys):
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        result = CliResult(code, captured.out, captured.err)
+        _record_case(request.node.nodeid, [str(a) for a in args], result, tmp_path_factory.getbasetemp())
+        return result
 
     return run
+
+
+def _record_case(test: str, args: list[str], result: CliResult, base: Path) -> None:
+    path = os.environ.get(CASE_TABLE_ENV)
+    if not path:
+        return
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    case = {
+        "test": test,
+        "command": " ".join(a.replace(str(base), "TMP") for a in args),
+        "exit": result.code,
+        "message": errors[0].replace(str(base), "TMP") if errors else "",
+        "traceback": "Traceback" in result.text,
+    }
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(case) + "\n")
 
 
 def assert_user_error(result: CliResult, *fragments: str, code: int = 2) -> str:

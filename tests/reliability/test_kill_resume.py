@@ -26,6 +26,7 @@ from tests.tiny import tiny_classifier
 from urn.engine.checkpoint import load_checkpoint
 from urn.io import TMP_SUFFIX
 
+pytestmark = pytest.mark.slow  # real processes, killed mid-run
 URN = [sys.executable, "-m", "urn"]
 _RANDOM = random.SystemRandom()  # the kill point; not the global RNG, which the stages seed
 N_TRAIN = 16

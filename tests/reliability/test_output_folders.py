@@ -155,6 +155,7 @@ def test_lock_held_by_another_process_and_freed_when_it_is_killed(cli, demo_root
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_two_real_trainings_into_one_out(demo_copy, tmp_path):
     """The first training holds OUT for its lifetime; the second stops at once with one line, and the
     first one's files are untouched by it."""

@@ -17,6 +17,8 @@ from tests.reliability.test_rerun_training import CAM, SEG
 
 from urn.engine.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # real process groups, signalled mid-run
+
 ITERS = 400  # far more than a test waits for: the signal always lands mid-run
 
 CASES = {

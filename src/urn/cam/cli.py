@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from urn.cli import RecomputeOpt
+from urn.cli_common import ConfigArg, OutOpt, OverridesArg, RecomputeOpt, SplitOpt, claim, claim_recorded
 
 cam_app = typer.Typer(
     help="Classification phase: CAM classifier training and CAM inference.",
@@ -20,13 +20,6 @@ cam_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigArg = Annotated[str, typer.Argument(help="YAML config path or preset name (see `urn presets`).")]
-OverridesArg = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides, e.g. cam.iters=200 cam.backbone.name=resnet18")
-]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-SplitOpt = Annotated[str | None, typer.Option("--split", "-s", help="Split to process (default: data.train_split).")]
 
 
 def _config(config: str, overrides: list[str] | None):  # noqa: ANN202 - Config, imported lazily
@@ -55,7 +48,6 @@ def train(
     A run already in OUT is continued when its config is the same, refused (naming what differs) if not.
     """
     from urn.cam.train import run
-    from urn.cli import claim
 
     cfg = _config(config, overrides)
     with claim(out):
@@ -80,7 +72,6 @@ def infer(
     OUT records what made it: a rerun with the same checkpoint and config resumes, another stops.
     """
     from urn.cam.infer import run
-    from urn.cli import claim_recorded
     from urn.output_record import command_record, input_file
 
     cfg = _config(config, overrides)
@@ -121,7 +112,6 @@ def pmm(
         set_by_path(cfg, "pmm.method", method, where="--method")
     if workers is not None:
         set_by_path(cfg, "pmm.num_workers", workers, where="--workers")
-    from urn.cli import claim_recorded
     from urn.output_record import command_record, input_folder
 
     split = split or cfg.data.train_split

@@ -206,8 +206,7 @@ def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False) -> 
                     entry = {"iter": it, "loss": reported[0].item(), "lr": optimizer.param_groups[0]["lr"]}
                     entry.update({k: v.item() for k, v in zip(parts, reported[1:], strict=True)})
                     entry["time_s"] = round(time.time() - t0, 3)
-                    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(entry) + "\n")
+                    io.append_jsonl(out / "log.jsonl", entry)
                 if it % c.ckpt_every == 0 or it == c.iters or stop_signal:
                     _checkpoint(ckpt_path, net, optimizer, it, cfg, layout, rank, world, wanted)
                     last_saved = it

@@ -93,7 +93,7 @@ def _report(layout, n_train: int, n_val: int, *, unchanged: bool) -> None:  # no
 @data_app.command()
 def labels(root: RootArg, split: SplitOpt, layout: LayoutOpt = "auto", classes_file: ClassesOpt = None) -> None:
     """Derive image-level labels from ground-truth masks into ROOT/cls_labels.json (merged)."""
-    from urn.data.labels import make_labels
+    from urn.data.label_writing import make_labels
     from urn.data.layout import DatasetLayout
 
     ds = DatasetLayout.open(root, _layout_kind(layout), classes_file)

@@ -33,7 +33,7 @@ from PIL import Image
 
 from urn.data.classes import ClassList, write_classes_text
 from urn.data.generated import claim_folder, mark_complete
-from urn.data.labels import write_labels
+from urn.data.label_writing import write_labels
 from urn.data.layout import DatasetLayout
 from urn.io import IGNORE_INDEX, atomic_write_bytes, atomic_write_text, save_palette_png
 

@@ -13,7 +13,9 @@ The ``.npy`` dict needs unpickling, which in general can run arbitrary code. It 
 with a restricted unpickler that only rebuilds NumPy arrays, dtypes and scalars; anything else in the
 file is refused as a :class:`DataError`.
 
-Everything returned to callers uses contiguous indices ``1..C-1`` (sorted tuples).
+Everything returned to callers uses contiguous indices ``1..C-1`` (sorted tuples). Deriving labels
+from ground truth and writing ``cls_labels.json`` live in :mod:`urn.data.label_writing` (they need a
+:class:`~urn.data.layout.DatasetLayout`, which reads labels through this module).
 """
 
 from __future__ import annotations
@@ -21,16 +23,12 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from urn.data.classes import ClassList
 from urn.errors import DataError
-from urn.io import atomic_write_json
-
-if TYPE_CHECKING:
-    from urn.data.layout import DatasetLayout
 
 ImageLabels = dict[str, tuple[int, ...]]
 
@@ -170,60 +168,6 @@ def _decode_key(key: Any, path: Path) -> str:
     raise DataError(path, f"label dict keys must be image ids, got {type(key).__name__}")
 
 
-# ------------------------------------------------------------------------------------- deriving
-def derive_labels(layout: DatasetLayout, split: str, *, progress: bool = False) -> ImageLabels:
-    """Image-level labels of every id in ``split`` from its ground-truth masks.
-
-    Args:
-        layout: the dataset.
-        split: split name.
-        progress: show a progress bar on stderr.
-
-    Returns:
-        ``{id: sorted contiguous foreground indices}`` (background and 255 left out).
-
-    Raises:
-        DataError: no ground truth, or a mask is missing/unreadable/out of range.
-    """
-    ids = layout.ids(split)
-    if layout.gt_dir is None:
-        layout.gt_path(ids[0])  # raises the "no ground-truth folder" error
-    out: ImageLabels = {}
-    for image_id in _maybe_tqdm(ids, progress, "labels"):
-        mask = layout.read_gt(image_id)
-        values = np.unique(mask)
-        out[image_id] = tuple(int(v) for v in values if 0 < v < layout.classes.num_classes)
-    return out
-
-
-def write_labels(layout: DatasetLayout, labels: ImageLabels) -> Path:
-    """Write ``labels`` (contiguous indices) to ``ROOT/cls_labels.json`` as raw values, atomically.
-
-    Ids already in the file and absent from ``labels`` are kept; ids in both are replaced.
-
-    Returns:
-        The path written.
-    """
-    path = layout.labels_json_path
-    merged: dict[str, list[int]] = read_labels_json(path) if path.exists() else {}
-    raw_ids = layout.classes.raw_ids
-    for image_id, tags in labels.items():
-        merged[image_id] = sorted(raw_ids[t] for t in tags)
-    atomic_write_json(path, merged)
-    layout.forget_labels()
-    return path
-
-
-def make_labels(layout: DatasetLayout, split: str, *, progress: bool = False) -> tuple[Path, int]:
-    """Derive the labels of ``split`` from ground truth and merge them into ``cls_labels.json``.
-
-    Returns:
-        ``(path written, number of ids)``.
-    """
-    labels = derive_labels(layout, split, progress=progress)
-    return write_labels(layout, labels), len(labels)
-
-
 def to_multi_hot(tags: tuple[int, ...] | list[int], num_classes: int) -> np.ndarray:
     """Contiguous foreground indices -> ``(num_classes - 1,)`` float32 multi-hot (entry k = class k+1)."""
     vec = np.zeros(num_classes - 1, dtype=np.float32)
@@ -232,11 +176,3 @@ def to_multi_hot(tags: tuple[int, ...] | list[int], num_classes: int) -> np.ndar
             raise ValueError(f"foreground index {t} outside 1..{num_classes - 1}")
         vec[t - 1] = 1.0
     return vec
-
-
-def _maybe_tqdm(items: list[str], progress: bool, desc: str) -> Any:
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="img", leave=False, disable=None)  # off when not a terminal

