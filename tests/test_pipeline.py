@@ -230,3 +230,49 @@ def test_diagnose_names_each_broken_premise_and_nothing_when_all_is_well():
     assert "cyclic masks (47.6)" in notes[0] and "(61.5)" in notes[0]
     assert "51% of the cyclic masks' foreground" in notes[1] and "5% of background" in notes[1]
     assert "Seg-2 (24.0) scores below Seg-1 (38.0)" in notes[2]
+
+
+def _stage1_yaml(tmp_path: Path) -> Path:
+    """A stage-1 classifier config file, as `cam.heat_stage` names one (cam_voc12_wr38 on VOC)."""
+    path = tmp_path / "stage1.yaml"
+    path.write_text("base: demo\ncam:\n  network: plain\n")
+    return path
+
+
+def test_heat_stage_runs_pmm_two_stage_chain(demo_root, tmp_path):
+    """cam.heat_stage: stage-1 classifier -> heat maps -> the classifier trained on heat-guided tiles."""
+    stage1 = _stage1_yaml(tmp_path)
+    run = tmp_path / "r"
+    extra = [f"cam.heat_stage={stage1}", "cam.multi_crop=true", "cam.crop_scales=[1.0, 1.5]", "cam.crop_stride=24"]
+    cfg = tiny(demo_root, *extra)
+    # the stage-1 config gets a tiny classifier too (its own file, as a user would write it)
+    text = "base: demo\ncam:\n  network: plain\n  iters: 2\n  backbone: {name: resnet18, weights: null}\n"
+    text += "  batch_size: 2\n  crop_size: 32\n  resize_long: [48, 64]\n  scales: [1.0]\n  num_workers: 0\n"
+    stage1.write_text(text)
+    run_pipeline(cfg, run, until_stage="cams", quiet=True)
+    ids = (demo_root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    assert (run / "heat_train" / "DONE.json").is_file()
+    assert sorted(p.stem for p in (run / "heat_maps" / "heat").glob("*.npz")) == sorted(ids)
+    record = json.loads((run / "cam_train" / "DONE.json").read_text())
+    assert record["config"]["cam"]["heat_dir"] == str(run / "heat_maps" / "heat")
+    heat_record = json.loads((run / "heat_train" / "DONE.json").read_text())
+    assert heat_record["config"]["cam"]["iters"] == 2 and heat_record["config"]["data"]["root"] == str(demo_root)
+    assert len(list((run / "cams").glob("*.npz"))) == len(ids)
+
+    # another stage-1 schedule: the chain from heat_train on was made with other values
+    stage1.write_text(text.replace("iters: 2", "iters: 3"))
+    from urn.errors import UrnError
+
+    with pytest.raises(UrnError, match=r"heat_train was made with cam.iters=2, the command asks 3; rerun with"):
+        run_pipeline(cfg, run, until_stage="cams", quiet=True)
+
+
+def test_heat_stage_is_skipped_with_user_masks_and_absent_without_it(demo_root, tmp_path):
+    masks = tmp_path / "masks"
+    shutil.copytree(demo_root / "SegmentationClass", masks)
+    cfg = tiny(demo_root, f"data.pseudo_masks={masks}", f"cam.heat_stage={_stage1_yaml(tmp_path)}")
+    run_pipeline(cfg, tmp_path / "r", until_stage="pseudo_masks", quiet=True)
+    assert not (tmp_path / "r" / "heat_train").exists()
+    assert load_config("voc12_r2n").cam.heat_stage == "cam_voc12_wr38"
+    assert load_config("coco14_r2n").cam.heat_stage is None  # PMM on COCO: one classifier stage
+    assert load_config("demo").cam.heat_stage is None

@@ -1,17 +1,19 @@
 """Mini-VOC and mini-COCO chains: the real ``voc12_r2n`` / ``coco14_r2n`` presets through every stage of
-``urn run`` from images + image-level labels, with tiny sizes and a random-init ResNet-18 (issue 14)."""
+``urn run`` from images + image-level labels, with tiny sizes and a random-init ResNet-18 (issue 14); on VOC
+with PMM's two classifier stages (``cam_voc12_wr38`` heat maps, then the heat-guided classifier)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 from tests.test_coco_label_space import make_coco_root
 
 from urn.config import load_config
 from urn.data.classes import COCO_UNUSED_IDS
-from urn.stages.pipeline import STAGES, run_pipeline
+from urn.stages.pipeline import HEAT_STAGES, STAGES, run_pipeline
 from urn.stages.segmentation import run_predict
 
 TINY = [
@@ -63,9 +65,27 @@ def _values(path: Path) -> set[int]:
     return set(np.unique(a[..., 0] if a.ndim == 3 else a).tolist())
 
 
+def _stage1(tmp_path: Path, base: str) -> Path:
+    """A tiny stage-1 classifier on top of the preset ``base`` (what a user overriding cam_voc12_wr38 writes)."""
+    cam: dict = {}
+    for item in TINY:
+        key, value = item.split("=", 1)
+        if key.startswith("cam."):
+            node = cam
+            *parents, leaf = key.split(".")[1:]
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+    path = tmp_path / "stage1.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "cam": cam}))
+    return path
+
+
 def _run(cfg, run: Path) -> dict:
     metrics = run_pipeline(cfg, run, quiet=True)
     for stage in STAGES:
+        if stage in HEAT_STAGES and not cfg.cam.heat_stage:
+            continue
         assert (run / stage / "DONE.json").is_file(), stage
     return metrics
 
@@ -77,10 +97,12 @@ def test_mini_voc_chain_runs_voc12_r2n_from_images(demo_root: Path, tmp_path: Pa
         "uncertainty.split=train",
         "data.base_size=[64, 48]",
         "infer.base_size=[64, 48]",
+        f"cam.heat_stage={_stage1(tmp_path, 'cam_voc12_wr38')}",  # PMM's stage 1, tiny
     ]
     cfg = load_config("voc12_r2n", [*TINY, *over])
     assert cfg.data.pseudo_masks is None
     metrics = _run(cfg, tmp_path / "run")
+    assert len(list((tmp_path / "run" / "heat_maps" / "heat").glob("*.npz"))) == 6
     assert set(metrics["miou"]) == {"pseudo_masks", "cyclic_masks", "seg1", "seg2"}
     n = len((demo_root / "classes.txt").read_text().split())
     for folder in ("pseudo_masks", "uncertainty/masks", "evaluate/seg1", "evaluate/seg2"):

@@ -195,6 +195,9 @@ class CAMConfig:
     seam_scale: float = 0.3  # size ratio of SEAM's second view
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     heat_dir: str | None = None  # heat maps (`urn cam infer --heat-out`): heat-guided multi-crop training
+    # `urn run`: the config (preset or YAML) of a stage-1 classifier that the pipeline trains first; its
+    # heat maps then guide this classifier's multi-crop training (PMM's VOC chain: cam_voc12_wr38).
+    heat_stage: str | None = None
     crop_scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)
     crop_stride: int = 300  # multi-crop tiling stride (tiles are crop_size)
     batch_views: int = 8  # inference: views (scales/flips/tiles) per forward

@@ -357,7 +357,7 @@ def test_disk_full_while_writing_pseudo_masks(cli, demo_copy, cams, tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    first = tmp_path / "out" / f"{_first_id(demo_copy)}.png"
+    first = tmp_path / "out" / "urn-record.json"  # the first file a per-image command writes
     result = _pmm(cli, demo_copy, cams, tmp_path / "out")
     assert_user_error(result, str(first), "write failed (No space left on device)")
     # neither the mask nor its temporary file (the folder itself, made by this run, is removed too)

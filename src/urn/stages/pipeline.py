@@ -3,6 +3,8 @@
 Stages, in order (each writes into ``RUN_DIR/<stage>/`` and ends by writing ``DONE.json``, which
 holds the stage's resolved config and wall time)::
 
+    heat_train    PMM's stage-1 classifier (cam.heat_stage; VOC: WRN-38)     (only with cam.heat_stage)
+    heat_maps     its CAMs and CRF heat maps of the training split          (only with cam.heat_stage)
     cam_train     multi-label CAM classifier on image-level labels        (skipped with user masks)
     cams          CAMs of the training split                                (skipped with user masks)
     pseudo_masks  PMM pseudo-masks (CVS + per-class CRF + PPMG)            (skipped with user masks)
@@ -47,8 +49,21 @@ from urn.engine import resume as resume_policy
 from urn.errors import DataError, UrnError
 from urn.io import atomic_write_json
 
-STAGES = ("cam_train", "cams", "pseudo_masks", "seg1", "uncertainty", "seg2", "evaluate", "report")
-CAM_STAGES = ("cam_train", "cams", "pseudo_masks")
+STAGES = (
+    "heat_train",
+    "heat_maps",
+    "cam_train",
+    "cams",
+    "pseudo_masks",
+    "seg1",
+    "uncertainty",
+    "seg2",
+    "evaluate",
+    "report",
+)
+#: PMM's stage-1 classifier and its heat maps: run only when ``cam.heat_stage`` names its config.
+HEAT_STAGES = ("heat_train", "heat_maps")
+CAM_STAGES = (*HEAT_STAGES, "cam_train", "cams", "pseudo_masks")
 DONE = "DONE.json"
 STARTED = "STARTED.json"
 #: Files of the run folder and the stage that makes each: deleted whenever that stage or an earlier one runs anew.
@@ -56,6 +71,8 @@ RUN_FILES = {"metrics.json": "evaluate", "report.html": "report"}
 #: The config sections / dotted keys each stage reads itself (what earlier stages read reaches it
 #: through their outputs: a change there redoes them and so every stage after them).
 STAGE_READS: dict[str, tuple[str, ...]] = {
+    "heat_train": ("data.root", "data.layout", "data.classes_file", "data.train_split", "cam"),
+    "heat_maps": ("cam",),
     "cam_train": ("data.root", "data.layout", "data.classes_file", "data.train_split", "cam"),
     "cams": ("cam",),
     "pseudo_masks": ("pmm",),
@@ -82,8 +99,25 @@ COVERAGE_STAGES = {"pseudo_masks": "pseudo_masks", "uncertainty": "cyclic_masks"
 COLLAPSE_MISSING_TAG_RATE = 0.5
 
 
+def heat_stage_config(cfg: Config) -> Config | None:
+    """The stage-1 classifier's config (``cam.heat_stage``) on the run's dataset, or ``None``."""
+    if not cfg.cam.heat_stage or cfg.data.pseudo_masks is not None:
+        return None
+    from urn.config import load_config
+
+    heat = load_config(cfg.cam.heat_stage)
+    heat.data = copy.deepcopy(cfg.data)  # the run's dataset, whatever the stage-1 preset was written for
+    heat.cam.heat_stage = heat.cam.heat_dir = None
+    return heat
+
+
 def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
     """The resolved config of every stage: later stages read earlier stages' folders."""
+    heat = heat_stage_config(cfg)
+    cam = cfg
+    if heat is not None:  # the classifier trains on tiles guided by the stage-1 heat maps
+        cam = copy.deepcopy(cfg)
+        cam.cam.heat_dir = str(run_dir / "heat_maps" / "heat")
     user_masks = cfg.data.pseudo_masks
     masks = user_masks or str(run_dir / "pseudo_masks" / "masks")
     seg1 = copy.deepcopy(cfg)
@@ -93,8 +127,10 @@ def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
     seg2.data.pseudo_masks = str(run_dir / "uncertainty" / "masks")
     seg2.data.uncertainty = str(run_dir / "uncertainty" / "uncertainty")
     return {
-        "cam_train": cfg,
-        "cams": cfg,
+        "heat_train": heat or cfg,
+        "heat_maps": heat or cfg,
+        "cam_train": cam,
+        "cams": cam,
         "pseudo_masks": cfg,
         "seg1": seg1,
         "uncertainty": seg1,
@@ -138,10 +174,14 @@ def run_pipeline(
         if not (run_dir / "uncertainty" / DONE).is_file():  # refuse now, not after hours of Seg-1
             raise UrnError(CRF_REQUIRED)
     _check_init(cfg, STAGES[first : last + 1], use_cam)
+    use_heat = use_cam and bool(cfg.cam.heat_stage)
     for stage in STAGES[:first]:
-        if not (stage in CAM_STAGES and not use_cam) and not (run_dir / stage / DONE).is_file():
+        skipped = (stage in CAM_STAGES and not use_cam) or (stage in HEAT_STAGES and not use_heat)
+        if not skipped and not (run_dir / stage / DONE).is_file():
             raise UrnError(f"--from {from_stage}: earlier stage {stage!r} is not complete in {run_dir}")
     for stage in STAGES[first : last + 1]:
+        if stage in HEAT_STAGES and not use_heat:
+            continue
         if stage in CAM_STAGES and not use_cam:
             if stage == "pseudo_masks" and info.is_main and not (run_dir / stage / COVERAGE).is_file():
                 check_coverage(configs, run_dir, stage, quiet=quiet)  # the user's masks, before Seg-1
@@ -286,6 +326,17 @@ def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool) -> None:
 
     if use_cam and "cam_train" in stages:
         check_backbone_init(cfg.cam.backbone, "cam.backbone")
+    heat = heat_stage_config(cfg) if use_cam and "heat_train" in stages else None
+    if heat is not None:
+        from urn.errors import ConfigError
+
+        try:
+            check_backbone_init(heat.cam.backbone, "cam.backbone")
+        except ConfigError as exc:  # its keys live in that config: say where, and how to change them
+            raise ConfigError(
+                f"cam.heat_stage={cfg.cam.heat_stage} (the stage-1 classifier): {exc} in a YAML with "
+                f"'base: {cfg.cam.heat_stage}' named by cam.heat_stage"
+            ) from None
     if "seg1" in stages or "seg2" in stages:
         check_backbone_init(cfg.model.backbone, "model.backbone")
 
@@ -402,6 +453,21 @@ def warn_if_collapsed(stage: str, coverage: dict[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ runners
+def _heat_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
+    from urn.cam.train import run as train_cam
+
+    train_cam(configs["heat_train"], folder, resume=True)
+
+
+def _heat_maps(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
+    cfg = configs["heat_maps"]
+    from urn.cam.infer import run as infer_cams
+    from urn.cam.train import CHECKPOINT
+
+    checkpoint = run_dir / "heat_train" / CHECKPOINT
+    infer_cams(cfg, checkpoint, cfg.data.train_split, folder / "cams", heat_out=folder / "heat")
+
+
 def _cam_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["cam_train"]
     from urn.cam.train import run as train_cam
@@ -579,6 +645,8 @@ def _report(configs: dict[str, Config], run_dir: Path, folder: Path, device: str
 
 
 _RUNNERS = {
+    "heat_train": _heat_train,
+    "heat_maps": _heat_maps,
     "cam_train": _cam_train,
     "cams": _cams,
     "pseudo_masks": _pseudo_masks,
