@@ -4,6 +4,7 @@ with PMM's two classifier stages (``cam_voc12_wr38`` heat maps, then the heat-gu
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ from tests.test_coco_label_space import make_coco_root
 from urn.config import load_config
 from urn.data.classes import COCO_UNUSED_IDS
 from urn.stages.pipeline import HEAT_STAGES, STAGES, run_pipeline
-from urn.stages.segmentation import run_predict
 
 TINY = [
     "cam.backbone.name=resnet18",
@@ -90,7 +90,10 @@ def _run(cfg, run: Path) -> dict:
     return metrics
 
 
-def test_mini_voc_chain_runs_voc12_r2n_from_images(demo_root: Path, tmp_path: Path) -> None:
+def test_mini_voc_chain_runs_voc12_r2n_from_images(demo_copy: Path, tmp_path: Path) -> None:
+    demo_root = demo_copy
+    sets = demo_root / "ImageSets" / "Segmentation"
+    (sets / "test.txt").write_text((sets / "val.txt").read_text())  # a test split: images, no masks used
     over = [
         f"data.root={demo_root}",
         "data.train_split=train",
@@ -108,12 +111,14 @@ def test_mini_voc_chain_runs_voc12_r2n_from_images(demo_root: Path, tmp_path: Pa
     for folder in ("pseudo_masks", "uncertainty/masks", "evaluate/seg1", "evaluate/seg2"):
         for png in _pngs(tmp_path / "run" / folder):
             assert _values(png) <= set(range(n)) | {255}, png
-    out = run_predict(
-        cfg, tmp_path / "run" / "seg2" / "last.pt", tmp_path / "test", split="val", voc_server=True, quiet=True
-    )
-    pngs = _pngs(Path(out))
+    # the export stage: Seg-2 on the test split, VOC server layout and tarball
+    export = tmp_path / "run" / "export"
+    pngs = _pngs(export / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls")
+    assert sorted(p.stem for p in pngs) == sorted((sets / "test.txt").read_text().split())
     assert all(Image.open(p).mode == "P" for p in pngs)
     assert all(_values(p) <= set(range(n)) for p in pngs)
+    with tarfile.open(export / "results.tar.gz") as tar:
+        assert len([m for m in tar.getmembers() if m.name.endswith(".png")]) == len(pngs)
 
 
 def test_mini_coco_chain_runs_coco14_r2n_with_raw_ids(tmp_path: Path) -> None:

@@ -37,6 +37,9 @@ class DataConfig:
     layout: Literal["auto", "voc", "coco"] = "auto"
     train_split: str = "train"
     val_split: str = "val"
+    # `urn run` exports Seg-2's predictions of this split for the evaluation server (VOC: "test"),
+    # when the dataset has its split file; None: no export.
+    test_split: str | None = None
     classes_file: str | None = None  # default: ROOT/classes.txt, else VOC's 21 (COCO: its 81)
     pseudo_masks: str | None = None  # training targets: folder of PNG class indices (255 = ignore)
     # Seg-2 per-pixel loss weights: folder of <id>.npy normalised uncertainty U (weight = 1 - U), as

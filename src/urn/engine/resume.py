@@ -37,7 +37,7 @@ from urn.io import remove_stale_temps_of
 HINT = "use a new --out or --restart"
 #: Segmentation keys that do not change the weights (data section and schedule section).
 SEG_IGNORED = {
-    "data": {"num_workers", "skip_bad_samples"},
+    "data": {"num_workers", "skip_bad_samples", "test_split"},
     "schedule": {"log_every", "ckpt_every", "val_every"},
 }
 #: Classifier keys that do not change the weights: logging, checkpoints, workers and CAM inference.

@@ -12,6 +12,7 @@ holds the stage's resolved config and wall time)::
     uncertainty   cyclic masks + uncertainty by response scaling
     seg2          PSPNet on the cyclic masks, uncertainty-weighted loss
     evaluate      Seg-1 / Seg-2 on val (MS + flip + CRF as configured), pseudo-mask quality on train
+    export        Seg-2 on data.test_split in the VOC server layout + results.tar.gz (when the split exists)
     report        report.html
 
 A rerun skips stages with a ``DONE.json`` and resumes an interrupted one (every stage resumes
@@ -59,6 +60,7 @@ STAGES = (
     "uncertainty",
     "seg2",
     "evaluate",
+    "export",
     "report",
 )
 #: PMM's stage-1 classifier and its heat maps: run only when ``cam.heat_stage`` names its config.
@@ -80,11 +82,15 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "uncertainty": ("uncertainty", "infer", "crf"),
     "seg2": ("seg2",),
     "evaluate": ("data.val_split", "infer", "crf"),
+    "export": ("data.test_split", "infer", "crf"),
     "report": (),
 }
 #: Keys under those that do not change a stage's output (logging, checkpoints, workers, batching of
 #: same-result forwards; the uncertainty stage's split is set by the pipeline, Seg-1 never reads val).
-STAGE_IGNORES: dict[str, tuple[str, ...]] = {"seg1": ("data.val_split",), "uncertainty": ("uncertainty.split",)}
+STAGE_IGNORES: dict[str, tuple[str, ...]] = {
+    "seg1": ("data.val_split", "data.test_split"),
+    "uncertainty": ("uncertainty.split",),
+}
 IGNORED_NAMES = frozenset(
     {"log_every", "ckpt_every", "val_every", "num_workers", "eval_val", "batch_views", "heat_alpha"}
 )
@@ -136,6 +142,7 @@ def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
         "uncertainty": seg1,
         "seg2": seg2,
         "evaluate": seg2,
+        "export": seg2,
         "report": seg2,
     }
 
@@ -644,6 +651,25 @@ def _report(configs: dict[str, Config], run_dir: Path, folder: Path, device: str
         write_report(cfg, run_dir, device=device)
 
 
+def _export(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
+    """Seg-2's predictions of ``data.test_split`` in the VOC server layout + ``results.tar.gz``."""
+    cfg = configs["export"]
+    from urn.data.layout import DatasetLayout
+    from urn.stages.segmentation import run_predict
+
+    split = cfg.data.test_split
+    if not split:
+        return
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    try:
+        layout.split_path(split)
+    except DataError:  # an optional split: a dataset without it has nothing to export
+        if distributed.setup(device).is_main and not quiet:
+            print(f"[urn run] export: no split {split!r} in {layout.root}; nothing to export", flush=True)
+        return
+    run_predict(cfg, run_dir / "seg2" / "last.pt", folder, split=split, voc_server=True, device=device, quiet=quiet)
+
+
 _RUNNERS = {
     "heat_train": _heat_train,
     "heat_maps": _heat_maps,
@@ -654,5 +680,6 @@ _RUNNERS = {
     "uncertainty": _uncertainty,
     "seg2": _seg2,
     "evaluate": _evaluate,
+    "export": _export,
     "report": _report,
 }
