@@ -68,12 +68,15 @@ def test_changed_key_is_refused_with_one_line(cli, demo_root, run):
     assert_user_error(
         result,
         f"{run / 'pseudo_masks'} was made with pmm.bg_power={old}, the command asks 11; rerun with --recompute to "
-        "redo pseudo_masks and the stages after it (seg1, uncertainty, seg2, evaluate, export, report), or use a new --out",
+        "redo pseudo_masks and the stages after it (seg1, uncertainty, seg2, evaluate, export, report), "
+        "or use a new --out",
     )
     assert _stamps(run) == before
     # a key only Seg-2 reads names seg2, the first stage it changes
     result = cli(*_run_args(demo_root, run, "seg2.lr=0.03"))
-    assert_user_error(result, f"{run / 'seg2'} was made with seg2.lr=", "the command asks 0.03", "(evaluate, export, report)")
+    assert_user_error(
+        result, f"{run / 'seg2'} was made with seg2.lr=", "the command asks 0.03", "(evaluate, export, report)"
+    )
     assert _stamps(run) == before
 
 
