@@ -178,10 +178,13 @@ def open_output(out: str | Path, record: dict[str, Any], *, recompute: bool, opt
             f"or choose another {option}"
         )
     for entry in entries:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            raise UrnError(f"{entry}: cannot delete this old output ({exc.strerror or exc})") from None
     atomic_write_json(out / RECORD_NAME, record)
 
 
