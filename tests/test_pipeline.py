@@ -278,3 +278,13 @@ def test_heat_stage_is_skipped_with_user_masks_and_absent_without_it(demo_root, 
     assert load_config("voc12_r2n").cam.heat_stage == "cam_voc12_wr38"
     assert load_config("coco14_r2n").cam.heat_stage is None  # PMM on COCO: one classifier stage
     assert load_config("demo").cam.heat_stage is None
+
+
+def test_quiet_silences_the_classification_stages_too(demo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("URN_NO_PROGRESS", raising=False)
+    run_pipeline(tiny(demo_root), tmp_path / "loud", until_stage="pseudo_masks", quiet=False)
+    loud = capsys.readouterr().err
+    assert "cam train" in loud and "cam infer" in loud and "pmm" in loud  # the bars exist ...
+    run_pipeline(tiny(demo_root), tmp_path / "quiet", until_stage="pseudo_masks", quiet=True)
+    quiet = capsys.readouterr().err
+    assert "cam train" not in quiet and "cam infer" not in quiet and "pmm pmm" not in quiet  # --quiet hides them

@@ -209,7 +209,9 @@ def load_classifier(checkpoint: Path, device: torch.device | str = "cpu") -> tup
     return net.to(device).eval(), trained
 
 
-def run(cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | None = None) -> Path:
+def run(
+    cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | None = None, *, quiet: bool = False
+) -> Path:
     """Write the CAMs of ``split`` (this rank's share) to ``out``; returns ``out``.
 
     The view settings (scales, flip, multi-crop, batch) come from ``cfg.cam``; the network from the
@@ -235,7 +237,7 @@ def run(cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | N
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         io.remove_stale_temps_of(folder, (f"{i}.npz" for i in ids))  # this rank's ids only
-    bar = progress_bar(total=len(ids), desc=f"cam infer {split}", unit="img", disable=rank != 0)
+    bar = progress_bar(total=len(ids), desc=f"cam infer {split}", unit="img", disable=quiet or rank != 0)
     done = 0
     for image_id in ids:
         classes = list(labels[image_id])

@@ -139,7 +139,7 @@ def _complete_png(path: Path, size: tuple[int, int]) -> bool:
         return False
 
 
-def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
+def run(cfg: Config, cams_dir: Path, split: str, out: Path, *, quiet: bool = False) -> Path:
     """Write the pseudo-masks of ``split`` (this rank's share) to ``out``; returns ``out``.
 
     Raises:
@@ -163,7 +163,7 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path) -> Path:
     # this rank's ids only; rank 0 also owns bg_power.json, whose write a kill may have torn
     io.remove_stale_temps_of(out, masks + ([AUTO_ALPHA_FILE] if rank == 0 else []))
     init = (d.root, d.layout, d.classes_file, pmm_cfg, cams_dir, out)
-    bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=rank != 0)
+    bar = progress_bar(total=len(ids), desc=f"pmm {cfg.pmm.method} {split}", unit="img", disable=quiet or rank != 0)
     written = 0
     try:
         if cfg.pmm.num_workers > 0:

@@ -74,13 +74,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- stage
-def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False) -> Path:
+def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False, *, quiet: bool = False) -> Path:
     """Train the classifier of ``cfg.cam`` on ``cfg.data.train_split``; returns the checkpoint path.
 
     Args:
         resume: continue ``OUT/checkpoint.pth``; a checkpoint of the same identity is resumed
             without it too, one of another identity is refused (:func:`urn.engine.resume.open_run`).
         restart: delete ``OUT``'s checkpoint, log and metrics first and train from the start.
+        quiet: no progress bar (``urn run --quiet``).
 
     Raises:
         UrnError: bad data or config, an existing run of another config, or a NaN loss (the last
@@ -167,7 +168,7 @@ def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False) -> 
         worker_init_fn=worker_init(),
     )
     model.train()
-    bar = progress_bar(total=c.iters, initial=start, desc="cam train", disable=rank != 0)
+    bar = progress_bar(total=c.iters, initial=start, desc="cam train", disable=quiet or rank != 0)
     last_saved, t0 = start, time.time()
     it = start
     consistent = True  # net, optimizer and `it` agree (False while a step is being applied)

@@ -463,7 +463,7 @@ def warn_if_collapsed(stage: str, coverage: dict[str, Any]) -> bool:
 def _heat_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     from urn.cam.train import run as train_cam
 
-    train_cam(configs["heat_train"], folder, resume=True)
+    train_cam(configs["heat_train"], folder, resume=True, quiet=quiet)
 
 
 def _heat_maps(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
@@ -472,14 +472,14 @@ def _heat_maps(configs: dict[str, Config], run_dir: Path, folder: Path, device: 
     from urn.cam.train import CHECKPOINT
 
     checkpoint = run_dir / "heat_train" / CHECKPOINT
-    infer_cams(cfg, checkpoint, cfg.data.train_split, folder / "cams", heat_out=folder / "heat")
+    infer_cams(cfg, checkpoint, cfg.data.train_split, folder / "cams", heat_out=folder / "heat", quiet=quiet)
 
 
 def _cam_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["cam_train"]
     from urn.cam.train import run as train_cam
 
-    train_cam(cfg, folder, resume=True)
+    train_cam(cfg, folder, resume=True, quiet=quiet)
 
 
 def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
@@ -487,14 +487,14 @@ def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str |
     from urn.cam.infer import run as infer_cams
     from urn.cam.train import CHECKPOINT
 
-    infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder)
+    infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder, quiet=quiet)
 
 
 def _pseudo_masks(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["pseudo_masks"]
     from urn.cam.make_masks import run as make_masks
 
-    make_masks(cfg, run_dir / "cams", cfg.data.train_split, folder / "masks")
+    make_masks(cfg, run_dir / "cams", cfg.data.train_split, folder / "masks", quiet=quiet)
 
 
 def _seg1(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
