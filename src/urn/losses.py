@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from urn.config import PUSConfig, TrainConfig
 from urn.errors import UrnError
+from urn.io import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 _POW_EPS = 1e-9  # the reference adds it before the power so that l = 0 has a finite gradient
 
 

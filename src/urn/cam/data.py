@@ -27,10 +27,14 @@ from torch.utils.data import Dataset
 from urn import io
 from urn.config import CAMConfig
 from urn.data.layout import DatasetLayout
+from urn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from urn.errors import DataError
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# PMM normalises on the 0..1 scale (x / 255 - mean) / std; the constants are urn's one ImageNet mean/std
+# (urn.data.transforms) divided by 255, which gives exactly PMM's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
+# in float32.
+_MEAN_01 = (np.array(IMAGENET_MEAN, dtype=np.float64) / 255.0).astype(np.float32)
+_STD_01 = (np.array(IMAGENET_STD, dtype=np.float64) / 255.0).astype(np.float32)
 HEAT_FG = 0.9  # a heat-map pixel belongs to class k when its CRF probability exceeds this
 HEAT_MATCH = 0.1  # tile label: overlap / class area or overlap / tile area above this
 
@@ -39,7 +43,7 @@ Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in original-image pixels
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32, ImageNet mean/std."""
-    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    x = (image.astype(np.float32) / 255.0 - _MEAN_01) / _STD_01
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from urn.config import InferConfig
+from urn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from urn.errors import UrnError
 
-IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+_STD = np.array(IMAGENET_STD, dtype=np.float32)
 
 
 def rescale_size(height: int, width: int, base_size: tuple[int, int], ratio: float) -> tuple[int, int]:
@@ -30,7 +31,7 @@ def rescale_size(height: int, width: int, base_size: tuple[int, int], ratio: flo
 
 def normalize_image(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 normalised with ImageNet mean/std."""
-    x = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    x = (image.astype(np.float32) - _MEAN) / _STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 

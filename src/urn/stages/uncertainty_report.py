@@ -25,7 +25,7 @@ import numpy as np
 
 from urn.data.layout import read_target
 from urn.errors import UrnError
-from urn.io import atomic_save_png, atomic_write_bytes, atomic_write_json, colorize, load_npy
+from urn.io import IGNORE_INDEX, atomic_save_png, atomic_write_bytes, atomic_write_json, colorize, load_npy
 from urn.metrics import ConfusionMatrix
 from urn.progress import progress_bar
 
@@ -100,7 +100,7 @@ def build_uncertainty_report(
         gt = layout.read_gt(image_id)
         cyclic, _ = read_target(uncertainty_dir / "masks" / f"{image_id}.png", layout)  # raw ids -> indices
         u = load_npy(uncertainty_dir / "uncertainty" / f"{image_id}.npy").astype(np.float32)
-        valid = gt != 255
+        valid = gt != IGNORE_INDEX
         wrong = (cyclic != gt) & valid
         bins = _bin(u)
         for part, where in (("foreground", cyclic != 0), ("background", cyclic == 0)):
