@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from urn.engine.resume import _flatten, _normalise, differences, show_value
+from urn.engine.resume import differences, normalise_paths, pick_keys, show_value
 from urn.errors import UrnError
 from urn.io import LOCK_NAME, atomic_write_json
 
@@ -82,19 +82,7 @@ def _walk_files(path: Path) -> Iterable[os.DirEntry]:
 
 def config_keys(config: dict[str, Any], reads: Iterable[str], ignores: Iterable[str] = ()) -> dict[str, Any]:
     """The resolved config keys under ``reads`` (dotted prefixes), flattened, paths made absolute."""
-    flat: dict[str, Any] = {}
-    _flatten("", config, flat)
-    reads, ignores = tuple(reads), tuple(ignores)
-
-    def under(key: str, prefixes: tuple[str, ...]) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-    picked = {
-        k: v
-        for k, v in flat.items()
-        if under(k, reads) and not under(k, ignores) and k.rsplit(".", 1)[-1] not in IGNORED_NAMES
-    }
-    return _normalise(picked)
+    return normalise_paths(pick_keys(config, reads, ignores, IGNORED_NAMES))
 
 
 def make_record(command: str, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:

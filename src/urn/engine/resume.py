@@ -75,7 +75,30 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def _normalise(flat: dict[str, Any]) -> dict[str, Any]:
+def pick_keys(
+    config: dict[str, Any],
+    reads: Iterable[str],
+    ignores: Iterable[str] = (),
+    ignored_names: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The keys of ``config`` (plain data) under the dotted prefixes ``reads``, flattened (``"a.b": v``).
+
+    Keys under ``ignores``, and keys whose last part is in ``ignored_names``, are left out. Values are
+    as stored (paths not normalised: callers compare paths their own way).
+    """
+    flat: dict[str, Any] = {}
+    _flatten("", config, flat)
+    reads, ignores, names = tuple(reads), tuple(ignores), frozenset(ignored_names)
+
+    def under(key: str, prefixes: tuple[str, ...]) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+    return {
+        k: v for k, v in flat.items() if under(k, reads) and not under(k, ignores) and k.rsplit(".", 1)[-1] not in names
+    }
+
+
+def normalise_paths(flat: dict[str, Any]) -> dict[str, Any]:
     """Absolute paths and plain JSON values (lists, not tuples), so stored and fresh identities compare."""
     for key in PATH_KEYS & flat.keys():
         if flat[key] not in (None, ""):
@@ -116,7 +139,7 @@ def segmentation_identity(
     if classes is not None:
         flat["classes"] = list(classes)
     flat["num_classes"] = len(classes) if classes is not None else num_classes
-    return _normalise(flat)
+    return normalise_paths(flat)
 
 
 def classifier_identity(
@@ -139,7 +162,7 @@ def classifier_identity(
     if classes is not None:
         flat["classes"] = list(classes)
     flat["num_classes"] = len(classes) if classes is not None else num_classes
-    return _normalise(flat)
+    return normalise_paths(flat)
 
 
 # ----------------------------------------------------------------------------------------- comparing

@@ -228,26 +228,7 @@ def stage_reads(stage: str, config: dict[str, Any], run_dir: str | Path) -> dict
     Paths are absolute, and those inside ``run_dir`` are written ``RUN/...``, so a run folder
     reached by another spelling (or moved) still matches its records.
     """
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), sub)
-        else:
-            flat[prefix] = value
-
-    walk("", config)
-    reads, ignores = STAGE_READS[stage], STAGE_IGNORES.get(stage, ())
-
-    def under(key: str, prefixes: tuple[str, ...]) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-    picked = {
-        k: v
-        for k, v in flat.items()
-        if under(k, reads) and not under(k, ignores) and k.rsplit(".", 1)[-1] not in IGNORED_NAMES
-    }
+    picked = resume_policy.pick_keys(config, STAGE_READS[stage], STAGE_IGNORES.get(stage, ()), IGNORED_NAMES)
     root = os.path.normpath(os.path.abspath(run_dir))
     for key in resume_policy.PATH_KEYS & picked.keys():
         if picked[key] not in (None, ""):
