@@ -86,8 +86,10 @@ def main() -> None:
             seg2_wins += t_seg2.get(preset, m["seg2"]) > t_seg1
             cyclic_wins += m["cyclic_masks"] > m["pseudo_masks"]
             row = [f"{seed:>8}"] + [f"{m[k]:8.1f}" for k in ("pseudo_masks", "cyclic_masks", "seg1", "seg2")]
-            row += [f"{100 * u.get(k, float('nan')):7.1f}%" for k in ("foreground_downweighted_by_hard",)]
-            row += [f"{100 * u.get(k, float('nan')):7.1f}%" for k in ("background_downweighted_by_hard",)]
+            row += [
+                f"{100 * u.get(f'{part}_downweighted_by_hard', float('nan')):7.1f}%"
+                for part in ("foreground", "background")
+            ]
             row += [f"{minutes:8.1f}", f"{t_seg1:8.1f}"] + [f"{t_seg2[w]:8.1f}" for w in weightings]
             print(" ".join(row), flush=True)
     for w, g in gains.items():

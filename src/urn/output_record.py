@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,22 +197,21 @@ def command_record(command: str, cfg: Any, **inputs: Any) -> dict[str, Any]:
 
 def input_file(path: str | Path | None) -> dict[str, Any] | None:
     """:func:`file_identity` of ``path``; a missing file is named only (the command reports it itself)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        return {"path": str(path.resolve()), "missing": True}
-    return file_identity(path)
+    return _input_identity(path, Path.is_file, file_identity)
 
 
 def input_folder(path: str | Path | None) -> dict[str, Any] | None:
     """:func:`folder_identity` of ``path``; a missing folder is named only (the command reports it itself)."""
+    return _input_identity(path, Path.is_dir, folder_identity)
+
+
+def _input_identity(
+    path: str | Path | None, exists: Callable[[Path], bool], identity: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any] | None:
     if path is None:
         return None
     path = Path(path)
-    if not path.is_dir():
-        return {"path": str(path.resolve()), "missing": True}
-    return folder_identity(path)
+    return identity(path) if exists(path) else {"path": str(path.resolve()), "missing": True}
 
 
 #: How long a rank other than 0 waits for rank 0 to open the folder (it deletes files on --recompute).

@@ -180,8 +180,8 @@ def run_pipeline(
 
         if not (run_dir / "uncertainty" / DONE).is_file():  # refuse now, not after hours of Seg-1
             raise UrnError(CRF_REQUIRED)
-    _check_init(cfg, STAGES[first : last + 1], use_cam)
     use_heat = use_cam and bool(cfg.cam.heat_stage)
+    _check_init(cfg, STAGES[first : last + 1], use_cam, configs["heat_train"] if use_heat else None)
     for stage in STAGES[:first]:
         skipped = (stage in CAM_STAGES and not use_cam) or (stage in HEAT_STAGES and not use_heat)
         if not skipped and not (run_dir / stage / DONE).is_file():
@@ -308,14 +308,16 @@ def _delete_after(run_dir: Path, stage: str, *, including: bool = False) -> None
             _delete_stage(run_dir / name)
 
 
-def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool) -> None:
-    """Refuse now, not after hours of earlier stages, a network that would start without its ImageNet weights."""
+def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool, heat: Config | None) -> None:
+    """Refuse now, not after hours of earlier stages, a network that would start without its ImageNet weights.
+
+    ``heat`` is the stage-1 classifier's config (:func:`stage_configs`), ``None`` without ``cam.heat_stage``.
+    """
     from urn.models import check_backbone_init
 
     if use_cam and "cam_train" in stages:
         check_backbone_init(cfg.cam.backbone, "cam.backbone")
-    heat = heat_stage_config(cfg) if use_cam and "heat_train" in stages else None
-    if heat is not None:
+    if heat is not None and "heat_train" in stages:
         from urn.errors import ConfigError
 
         try:
