@@ -8,14 +8,15 @@ and Seg-1 / Seg-2 on a large held-out **test set** (``--test-images`` images of 
 with ``--test-seed``, scored like the evaluate stage: multi-scale + flip + CRF). Twenty val images
 move a model's mIoU by several points from one seed to the next; the test set is what decides.
 
-``--weightings`` also trains Seg-2 with other loss weightings (``seg2.weighting``: hard, soft, none) on
-the same cyclic masks and uncertainty, and scores each on the test set, so the comparison of the
-weightings uses the same Seg-1 and the same masks.
+``--weightings`` also trains Seg-2 with other loss weightings (``seg2.weighting``: hard, soft, none; a
+``:class`` suffix also sets ``seg2.weight_balance=class``, e.g. ``hard:class``) on the same cyclic masks
+and uncertainty, and scores each on the test set, so the comparison of the weightings uses the same Seg-1
+and the same masks.
 
 Usage::
 
     python benchmarks/urn_gain.py                          # seeds 0 (the demo's) 1 2 3, hard only
-    python benchmarks/urn_gain.py --weightings hard soft none --keep /tmp/gain
+    python benchmarks/urn_gain.py --weightings hard soft none hard:class --keep /tmp/gain
     python benchmarks/urn_gain.py --seeds 0 1 seg2.weighting=soft
 
 Last line: ``seeds=N seg2_above_seg1=K cyclic_above_pseudo=K`` (goal: K = N for both); Seg-2 against
@@ -43,6 +44,11 @@ def test_miou(test_root: Path, checkpoint: Path, overrides: list[str]) -> float:
     return result["miou"]
 
 
+def weighting_name(weighting: str, balance: str) -> str:
+    """``hard``, or ``hard:class`` when the weights are also balanced per class."""
+    return weighting if balance == "none" else f"{weighting}:{balance}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -54,7 +60,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the runs under this folder (and reuse them)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every run")
     args = parser.parse_args()
-    preset = load_config("demo", list(args.overrides)).seg2.weighting
+    preset_cfg = load_config("demo", list(args.overrides)).seg2
+    preset = weighting_name(preset_cfg.weighting, preset_cfg.weight_balance)
     weightings = args.weightings or [preset]
     names = ["seed", "pseudo", "cyclic", "seg1", "seg2", "fg_muted", "bg_muted", "min", "t_seg1"]
     names += [f"t_seg2_{w}" for w in weightings]
@@ -75,10 +82,12 @@ def main() -> None:
             t_seg2: dict[str, float] = {}
             for w in weightings:
                 ckpt = run_dir / "seg2" / "last.pt"
-                if w != cfg.seg2.weighting:  # the same cyclic masks and uncertainty, another loss weighting
+                if w != preset:  # the same cyclic masks and uncertainty, another loss weighting
                     variant = stage_configs(cfg, run_dir)["seg2"]
-                    variant.seg2.weighting = w
-                    ckpt = run_train(variant, run_dir / f"seg2_{w}", phase="seg2", resume=True, quiet=True)
+                    variant.seg2.weighting, _, balance = w.partition(":")
+                    variant.seg2.weight_balance = balance or "none"
+                    folder = run_dir / f"seg2_{w.replace(':', '_')}"
+                    ckpt = run_train(variant, folder, phase="seg2", resume=True, quiet=True)
                 t_seg2[w] = test_miou(test_root, ckpt, args.overrides)
                 gains[w].append(t_seg2[w] - t_seg1)
             minutes = (time.perf_counter() - t0) / 60

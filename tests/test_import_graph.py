@@ -17,6 +17,8 @@ PACKAGE = Path(urn.__file__).parent
 #: Layers that must not import what is built on them.
 LOWER = ("urn.engine", "urn.models", "urn.data", "urn.crf")
 UPPER = ("urn.stages", "urn.cam", "urn.report")
+#: What the report must not import: it renders files, it runs no model (the evaluate stage writes them).
+COMPUTE = ("urn.stages", "urn.cam", "urn.engine", "urn.models", "urn.crf", "urn.uncertainty_core")
 
 
 def _module_name(path: Path) -> str:
@@ -114,3 +116,8 @@ def test_lower_layers_do_not_import_stages_cam_or_report() -> None:
         if _under(dst, UPPER)
     )
     assert not bad, bad
+
+
+def test_the_report_only_renders() -> None:
+    bad = sorted(dst for dst in import_graph()["urn.report"] if _under(dst, COMPUTE))
+    assert not bad, f"urn.report imports {bad}"

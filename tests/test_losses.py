@@ -9,7 +9,13 @@ import torch
 
 from urn.config import PUSConfig, TrainConfig
 from urn.errors import UrnError
-from urn.losses import SegmentationLoss, pixel_cross_entropy, pus_transform, uncertainty_weights
+from urn.losses import (
+    SegmentationLoss,
+    balance_per_class,
+    pixel_cross_entropy,
+    pus_transform,
+    uncertainty_weights,
+)
 
 # One image, 2 x 2 pixels; the bottom-right pixel is ignored (its loss is 0).
 LOSS = torch.tensor([[[0.1, 0.9], [0.3, 0.0]]])
@@ -100,6 +106,30 @@ def test_segmentation_loss_hard_weighting_then_pus() -> None:
     assert parts["loss_out"] == pytest.approx((0.2 + 0.02 + 0.5 + 0.5) / 4, rel=1e-4)
     _, parts = SegmentationLoss(weighting="none")(outputs, target, weight)  # weights ignored
     assert parts["loss_out"] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_balance_per_class_hand_values() -> None:
+    # Class 0: weights 1, 1, 0.05 -> total 2.05 over 3 pixels; class 1: 0.05, 1 -> 1.05 over 2; one ignored.
+    target = torch.tensor([[[0, 0, 0, 1, 1, 255]]])
+    w = torch.tensor([[[1.0, 1.0, 0.05, 0.05, 1.0, 0.05]]])
+    out = balance_per_class(w, target, target != 255, num_classes=3)
+    s0, s1 = 3 / 2.05, 2 / 1.05
+    assert out.flatten().tolist() == pytest.approx([s0, s0, 0.05 * s0, 0.05 * s1, s1, 0.05])
+    assert float(out[target == 0].sum()) == pytest.approx(3.0) and float(out[target == 1].sum()) == pytest.approx(2.0)
+    # Inside a class the reference's ratio (muted / kept = 0.05) is unchanged.
+    assert float(out[0, 0, 2] / out[0, 0, 0]) == pytest.approx(0.05)
+
+
+def test_segmentation_loss_class_balanced_hard_weighting() -> None:
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    logits = torch.stack([_logits_with_ce([0.2, 0.4, 0.6, 0.8])[0, 1], torch.zeros(1, 4)])[None]
+    weight = torch.tensor([[[1.0, 1.0, 0.0, 1.0]]])  # one pixel of class 1 is muted
+    ce = pixel_cross_entropy(logits, target)[0, 0].tolist()
+    _, parts = SegmentationLoss(weighting="hard", weight_balance="class")({"out": logits}, target, weight)
+    s1 = 2 / 1.05  # class 1 keeps its total weight 2: its pixels weigh 0.05 * s1 and s1
+    assert parts["loss_out"] == pytest.approx((ce[0] + ce[1] + 0.05 * s1 * ce[2] + s1 * ce[3]) / 4, rel=1e-4)
+    with pytest.raises(UrnError, match="weight_balance: unknown 'x'"):
+        SegmentationLoss(weighting="hard", weight_balance="x")
 
 
 def test_all_ignored_batch_is_zero_and_differentiable() -> None:

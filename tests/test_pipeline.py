@@ -90,6 +90,12 @@ def test_run_end_to_end_writes_every_stage_and_the_report(demo_root, finished_ru
     assert printed.endswith(f"report: {run / 'report.html'}\n")
     html = (run / "report.html").read_text()
     assert "<table id='miou'>" in html and html.count("data:image/png;base64,") >= 3 * 6  # 3 val images x 6 columns
+    # the evaluate stage wrote the gallery's artefacts; the report only read them
+    val_ids = (demo_root / "ImageSets/Segmentation/val.txt").read_text().split()
+    gallery = run / "evaluate" / "gallery"
+    assert json.loads((gallery / "gallery.json").read_text())["ids"] == val_ids[:6]
+    for i in val_ids[:6]:
+        assert (gallery / f"{i}_pseudo.png").is_file() and (gallery / f"{i}_uncertainty.png").is_file()
     # a rerun skips every complete stage
     before = {s: (run / s / "DONE.json").stat().st_mtime_ns for s in stages}
     run_pipeline(tiny(demo_root), run, quiet=True)

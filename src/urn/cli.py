@@ -26,6 +26,12 @@ from urn.cli_common import (
     claim_recorded,
 )
 from urn.errors import EXIT_USER_ERROR, UrnError
+from urn.stages.order import Phase, Stage
+
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="urn",
@@ -89,7 +95,7 @@ def train(
     overrides: OverridesArg = None,
     out: OutOpt = Path("runs/train"),
     phase: Annotated[
-        str | None,
+        Phase | None,
         typer.Option(help="seg1 (config `train`) or seg2 (config `seg2`); default: config `phase`."),
     ] = None,
     resume: Annotated[
@@ -109,11 +115,11 @@ def train(
     from urn.config import load_config
     from urn.stages.segmentation import run_train
 
-    if phase not in (None, "seg1", "seg2"):
-        raise UrnError(f"--phase must be seg1 or seg2, got {phase!r}")
     cfg = load_config(config, overrides or [])
     with claim(out):
-        path = run_train(cfg, out, phase=phase, resume=resume, restart=restart, device=device, quiet=quiet)
+        path = run_train(
+            cfg, out, phase=phase.value if phase else None, resume=resume, restart=restart, device=device, quiet=quiet
+        )
     typer.echo(f"checkpoint: {path}")
 
 
@@ -281,9 +287,9 @@ def run(
     overrides: OverridesArg = None,
     out: OutOpt = Path("runs/run"),
     from_stage: Annotated[
-        str | None, typer.Option("--from", help="First stage to run (earlier ones must be complete).")
+        Stage | None, typer.Option("--from", help="First stage to run (earlier ones must be complete).")
     ] = None,
-    until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
+    until_stage: Annotated[Stage | None, typer.Option("--until", help="Last stage to run.")] = None,
     recompute: RecomputeStagesOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -301,7 +307,13 @@ def run(
     cfg = load_config(config, overrides or [])
     with claim(out):
         metrics = run_pipeline(
-            cfg, out, from_stage=from_stage, until_stage=until_stage, device=device, quiet=quiet, recompute=recompute
+            cfg,
+            out,
+            from_stage=from_stage.value if from_stage else None,
+            until_stage=until_stage.value if until_stage else None,
+            device=device,
+            quiet=quiet,
+            recompute=recompute,
         )
     if metrics:
         typer.echo(json.dumps(metrics.get("miou", {}), indent=2))
@@ -373,7 +385,22 @@ def main(argv: list[str] | None = None) -> None:
     _register_subapps()
     cli_common.command_line = " ".join(["urn", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
     try:
-        app(args=argv, prog_name="urn")
+        # Not click's standalone mode: its usage errors (a bad option value, a missing argument) become
+        # one line like every other user error, instead of a usage box.
+        code = app(args=argv, prog_name="urn", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # `urn` or `urn cam` alone: the help, as click prints it
+        sys.exit(exc.exit_code)
+    except click_errors.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "urn"
+        typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except click_errors.ClickException as exc:  # e.g. a file option click opens itself
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C at a click prompt
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except UrnError as exc:
         _close_progress_bars()
         typer.echo(f"error: {exc}", err=True)
@@ -382,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    # as in click's standalone mode, every run ends in SystemExit (an Exit, e.g. from --help, is returned here)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

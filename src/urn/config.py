@@ -113,6 +113,9 @@ class TrainConfig:
     pus: PUSConfig = field(default_factory=PUSConfig)
     weighting: Literal["none", "hard", "soft"] = "none"  # Seg-2 uncertainty weighting
     weight_thresh: float = 0.05
+    # "class": rescale the uncertainty weights so that every class of the batch keeps its total weight
+    # (URN_ALGORITHM.md has no such step; "none" is the reference). See losses.balance_per_class.
+    weight_balance: Literal["none", "class"] = "none"
     valid_mean: bool = True  # divide the loss by valid pixels (False: the reference's mean over all)
     amp: bool = True  # used on CUDA only
     channels_last: bool = False

@@ -5,12 +5,15 @@ of Seg-1 and Seg-2, training curves, the uncertainty report (AUROC, error by unc
 uncertain training images), and a gallery of val images: image | pseudo-mask | uncertainty | Seg-1 |
 Seg-2 | ground truth. Gallery images are scaled to their column (six equal columns across the page),
 whatever their size.
+
+The report only renders: it reads the run's files (``metrics.json``, training logs, the evaluate
+stage's predictions, uncertainty report and gallery artefacts from :mod:`urn.stages.gallery`) and the
+dataset, and runs no model.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
 import json
@@ -20,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from urn.config import Config
-from urn.io import atomic_write_text, colorize, read_mask
+from urn.io import atomic_write_text, colorize, read_image, read_mask
 
-GALLERY_IMAGES = 6
 GALLERY_COLUMNS = ("image", "pseudo-mask", "uncertainty", "Seg-1", "Seg-2", "ground truth")
 COVERAGE_LABELS = {"pseudo_masks": "PMM pseudo-masks", "cyclic_masks": "cyclic masks"}
 # Tables and images never grow past the page; gallery columns share the width equally (fixed
@@ -102,87 +104,42 @@ def _curves_png(run_dir: Path) -> np.ndarray | None:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def _gallery_rows(cfg: Config, run_dir: Path, device: str | None) -> list[list[tuple[str, np.ndarray]]]:
-    """For the first val images: the six columns, computed where they do not exist on disk."""
-    import torch
-
-    from urn.crf import CRFParams
+def _gallery_rows(cfg: Config, run_dir: Path) -> list[list[tuple[str, np.ndarray]]]:
+    """The six columns of each gallery image, read from the evaluate stage's files (grey where absent)."""
     from urn.data.layout import DatasetLayout
-    from urn.engine import distributed
-    from urn.engine.checkpoint import load_model_weights
-    from urn.engine.inference import predict_probs
-    from urn.models import build_segmentor
-    from urn.stages.uncertainty_report import heatmap
-    from urn.uncertainty_core import response_scaling
 
-    info = distributed.setup(device)
+    gallery = run_dir / "evaluate" / "gallery"
+    index = gallery / "gallery.json"
+    if not index.is_file():
+        return []
+    ids = json.loads(index.read_text(encoding="utf-8"))["ids"]
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
-    ids = layout.ids(cfg.data.val_split)[:GALLERY_IMAGES]
-    seg1 = build_segmentor(cfg.model, layout.classes.num_classes)
-    load_model_weights(seg1, run_dir / "seg1" / "last.pt")
-    seg1.to(info.device).eval()
-    pseudo_masker = _val_pseudo_masker(cfg, run_dir, layout)
     rows = []
     for image_id in ids:
         image = layout.read_image(image_id)
-        uncertainty = np.full_like(image, 200)  # crf.enabled=false: no CRF, so no response scaling either
-        if cfg.crf.enabled:
-            with torch.no_grad():
-                probs = predict_probs(seg1, image, cfg.infer, info.device)
-            result = response_scaling(
-                image,
-                probs,
-                exponents=cfg.uncertainty.exponents,
-                params=CRFParams.from_config(cfg.crf),
-                backend=cfg.crf.backend,
-            )
-            uncertainty = heatmap(result.uncertainty)
-        pseudo = pseudo_masker(image_id, image) if pseudo_masker is not None else None
+        blank = np.full_like(image, 200)
+
+        def mask_or_blank(path: Path, blank: np.ndarray = blank, raw_ids: bool = False) -> np.ndarray:
+            if not path.is_file():
+                return blank
+            mask = read_mask(path)
+            return colorize(layout.classes.to_train(mask) if raw_ids else mask)
+
+        uncertainty = gallery / f"{image_id}_uncertainty.png"
         cols = [
             ("image", image),
-            ("pseudo-mask", colorize(pseudo) if pseudo is not None else np.full_like(image, 200)),
-            ("uncertainty", uncertainty),
+            ("pseudo-mask", mask_or_blank(gallery / f"{image_id}_pseudo.png")),
+            ("uncertainty", read_image(uncertainty) if uncertainty.is_file() else blank),
         ]
         for phase in ("seg1", "seg2"):
             pred = run_dir / "evaluate" / phase / "predictions" / f"{image_id}.png"
-            mask = layout.classes.to_train(read_mask(pred)) if pred.is_file() else np.zeros(image.shape[:2], np.uint8)
-            cols.append((phase.replace("seg", "Seg-"), colorize(mask)))
+            cols.append((phase.replace("seg", "Seg-"), mask_or_blank(pred, raw_ids=True)))
         try:
             cols.append(("ground truth", colorize(layout.read_gt(image_id))))
         except Exception:
-            cols.append(("ground truth", np.full_like(image, 200)))
+            cols.append(("ground truth", blank))
         rows.append([(f"{image_id}: {name}", arr) for name, arr in cols])
     return rows
-
-
-def _val_pseudo_masker(cfg: Config, run_dir: Path, layout):
-    """A function image -> PMM pseudo-mask from this run's CAM classifier (None with user masks).
-
-    Val images have no pseudo-masks on disk; the gallery makes them the same way the train split's
-    were made (CAMs of the tagged classes, then PMM), so the columns compare like with like.
-    """
-    from urn.cam.infer import compute_cams, load_classifier
-    from urn.cam.make_masks import pseudo_mask
-    from urn.cam.train import CHECKPOINT
-
-    ckpt = run_dir / "cam_train" / CHECKPOINT
-    if not ckpt.is_file():
-        return None
-
-    net, _ = load_classifier(ckpt)
-    tags = layout.image_labels()
-    pmm_cfg = cfg.pmm
-    if pmm_cfg.method == "pmm" and pmm_cfg.bg_power == "auto":  # the alpha the train split's masks were made with
-        from urn.cam.make_masks import AUTO_ALPHA_FILE
-
-        chosen = json.loads((run_dir / "pseudo_masks" / "masks" / AUTO_ALPHA_FILE).read_text(encoding="utf-8"))
-        pmm_cfg = dataclasses.replace(pmm_cfg, bg_power=float(chosen["bg_power"]))
-
-    def make(image_id: str, image: np.ndarray) -> np.ndarray:
-        classes = tags.get(image_id, ())
-        return pseudo_mask(image, classes, compute_cams(net, image, classes, cfg.cam), pmm_cfg)
-
-    return make
 
 
 def _pct(v: float | None, digits: int = 1) -> str:
@@ -246,8 +203,8 @@ def gallery_table(rows: list[list[tuple[str, np.ndarray]]]) -> str:
     return "<table class='gallery'>" + head + "".join(body) + "</table>"
 
 
-def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Path:
-    """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
+def write_report(cfg: Config, run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` from the run's files (it runs no model); returns its path."""
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     miou = metrics.get("miou", {})
@@ -302,7 +259,9 @@ def write_report(cfg: Config, run_dir: Path, *, device: str | None = None) -> Pa
         ):
             if (udir / name).is_file():
                 parts.append(f"<p>{html.escape(alt)}</p>" + _img(udir / name, alt))
-    parts.append("<h2>Gallery (val)</h2>" + gallery_table(_gallery_rows(cfg, run_dir, device)))
+    rows = _gallery_rows(cfg, run_dir)
+    if rows:
+        parts.append("<h2>Gallery (val)</h2>" + gallery_table(rows))
     seconds = metrics.get("seconds", {})
     if seconds:
         parts.append("<h2>Time per stage</h2><table id='seconds'><tr><th>stage</th><th>seconds</th></tr>")

@@ -534,8 +534,24 @@ def test_override_without_a_value(cli):
 
 def test_pipeline_stage_that_does_not_exist(cli, demo_root, tmp_path):
     result = cli("run", "demo", f"data.root={demo_root}", "--from", "segx", "--out", tmp_path / "run", "--quiet")
-    assert_user_error(result, "unknown stage 'segx'", "cam_train", "seg2")
+    assert_user_error(result, "'--from'", "'segx'", "cam_train", "seg2", "urn run --help")
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("train", "demo", "--phase", "seg3"), ("'--phase'", "'seg3'", "'seg1', 'seg2'", "urn train --help")),
+        (("train", "demo", "--bogus"), ("No such option: --bogus", "urn train --help")),
+        (("train",), ("Missing argument 'config'", "urn train --help")),
+        (("cam", "infer", "demo"), ("Missing option", "urn cam infer --help")),
+        (("data", "demo", "--n-train", "0", "x"), ("'--n-train'", "urn data demo --help")),
+    ],
+    ids=["bad-choice", "unknown-option", "missing-argument", "missing-option", "out-of-range"],
+)
+def test_usage_errors_are_one_line(cli, args, fragments):
+    """click's usage errors read like every other user error: one ``error:`` line, exit code 2."""
+    assert_user_error(cli(*args), *fragments)
 
 
 def test_image_labels_that_are_not_valid_json(cli, demo_copy, tmp_path):

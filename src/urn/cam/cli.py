@@ -12,7 +12,17 @@ from typing import Annotated
 
 import typer
 
-from urn.cli_common import ConfigArg, OutOpt, OverridesArg, RecomputeOpt, SplitOpt, claim, claim_recorded
+from urn.cli_common import (
+    ConfigArg,
+    DeviceOpt,
+    OutOpt,
+    OverridesArg,
+    QuietOpt,
+    RecomputeOpt,
+    SplitOpt,
+    claim,
+    claim_recorded,
+)
 
 cam_app = typer.Typer(
     help="Classification phase: CAM classifier training and CAM inference.",
@@ -31,17 +41,17 @@ def _config(config: str, overrides: list[str] | None):  # noqa: ANN202 - Config,
 @cam_app.command()
 def train(
     config: ConfigArg,
-    out: OutOpt,
     overrides: OverridesArg = None,
+    out: OutOpt = Path("runs/cam"),
     resume: Annotated[
         bool,
-        typer.Option(
-            "--resume/--no-resume", help="Continue OUT/checkpoint.pth (also done without it if the config is the same)."
-        ),
+        typer.Option("--resume", help="Continue OUT/checkpoint.pth (done without it too when the config is the same)."),
     ] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Delete OUT's checkpoint, log and metrics first and train from the start.")
     ] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the multi-label CAM classifier (cam.network: plain or seam) on image-level labels.
 
@@ -51,7 +61,7 @@ def train(
 
     cfg = _config(config, overrides)
     with claim(out):
-        path = run(cfg, out, resume=resume, restart=restart)
+        path = run(cfg, out, resume=resume, restart=restart, device=device, quiet=quiet)
     typer.echo(f"checkpoint: {path}")
 
 
@@ -66,6 +76,8 @@ def infer(
         Path | None, typer.Option(help="Also write stage-2 heat maps here (for cam.heat_dir training).")
     ] = None,
     recompute: RecomputeOpt = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write normalised multi-scale (or multi-crop) CAMs of the tagged classes, one OUT/<id>.npz each.
 
@@ -86,7 +98,7 @@ def infer(
     )
     heat_claim = claim_recorded(heat_out, record, recompute, "--heat-out") if other else contextlib.nullcontext()
     with claim_recorded(out, record, recompute), heat_claim:
-        path = run(cfg, checkpoint, split, out, heat_out=heat_out)
+        path = run(cfg, checkpoint, split, out, heat_out=heat_out, device=device, quiet=quiet)
     typer.echo(f"CAMs: {path}")
 
 
@@ -99,6 +111,7 @@ def pmm(
     method: Annotated[str | None, typer.Option(help="pmm, threshold or threshold_crf (default: pmm.method).")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Worker processes (default: pmm.num_workers).")] = None,
     recompute: RecomputeOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or a threshold baseline), OUT/<id>.png.
 
@@ -117,5 +130,5 @@ def pmm(
     split = split or cfg.data.train_split
     record = command_record("pmm", cfg, cams=input_folder(cams), split=split)
     with claim_recorded(out, record, recompute):
-        path = run(cfg, cams, split, out)
+        path = run(cfg, cams, split, out, quiet=quiet)
     typer.echo(f"pseudo-masks: {path}")

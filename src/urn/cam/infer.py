@@ -183,15 +183,18 @@ def heat_map(image: np.ndarray, cams: np.ndarray, alpha: float, backend: str = "
 
 
 # ------------------------------------------------------------------------------------------- stage
-def shard_env() -> tuple[int, int, torch.device]:
+def shard_env(device: str | None = None) -> tuple[int, int, torch.device]:
     """``(rank, world, device)`` from the torchrun/Slurm environment, without a process group:
-    inference stages only split the ids (``ids[rank::world]``) and never communicate."""
-    from urn.engine.distributed import launch_env
+    inference stages only split the ids (``ids[rank::world]``) and never communicate.
+
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (default: this rank's GPU when there is one).
+    """
+    from urn.engine.distributed import launch_env, resolve_device
 
     rank, world, local = launch_env()  # a world that cannot form is one line, before any output
     if torch.cuda.is_available():
-        return rank, world, torch.device("cuda", local % torch.cuda.device_count())
-    return rank, world, torch.device("cpu")
+        local %= torch.cuda.device_count()
+    return rank, world, resolve_device(device, local)
 
 
 def load_classifier(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, Config]:
@@ -210,16 +213,23 @@ def load_classifier(checkpoint: Path, device: torch.device | str = "cpu") -> tup
 
 
 def run(
-    cfg: Config, checkpoint: Path, split: str, out: Path, heat_out: Path | None = None, *, quiet: bool = False
+    cfg: Config,
+    checkpoint: Path,
+    split: str,
+    out: Path,
+    heat_out: Path | None = None,
+    *,
+    device: str | None = None,
+    quiet: bool = False,
 ) -> Path:
     """Write the CAMs of ``split`` (this rank's share) to ``out``; returns ``out``.
 
     The view settings (scales, flip, multi-crop, batch) come from ``cfg.cam``; the network from the
     checkpoint's own config.
     """
-    rank, world, device = shard_env()
+    rank, world, dev = shard_env(device)
     out = Path(out)
-    net, _ = load_classifier(Path(checkpoint), device)
+    net, _ = load_classifier(Path(checkpoint), dev)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     trained_classes = net.num_classes
     if layout.classes.num_classes != trained_classes:
@@ -248,7 +258,7 @@ def run(
         if need_cam or need_heat:
             image = layout.read_image(image_id)
             if need_cam:
-                cams = compute_cams(net, image, classes, cfg.cam, device)
+                cams = compute_cams(net, image, classes, cfg.cam, dev)
                 save_cams(cam_path, classes, cams)
             else:
                 cams = read_cams(cam_path)[1].astype(np.float32)

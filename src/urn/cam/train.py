@@ -74,13 +74,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- stage
-def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False, *, quiet: bool = False) -> Path:
+def run(
+    cfg: Config,
+    out: Path,
+    resume: bool = False,
+    restart: bool = False,
+    *,
+    device: str | None = None,
+    quiet: bool = False,
+) -> Path:
     """Train the classifier of ``cfg.cam`` on ``cfg.data.train_split``; returns the checkpoint path.
 
     Args:
         resume: continue ``OUT/checkpoint.pth``; a checkpoint of the same identity is resumed
             without it too, one of another identity is refused (:func:`urn.engine.resume.open_run`).
         restart: delete ``OUT``'s checkpoint, log and metrics first and train from the start.
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
         quiet: no progress bar (``urn run --quiet``).
 
     Raises:
@@ -89,7 +98,7 @@ def run(cfg: Config, out: Path, resume: bool = False, restart: bool = False, *, 
     """
     c = cfg.cam
     out = Path(out)
-    info = setup()
+    info = setup(device)
     rank, world, device = info.rank, info.world_size, info.device
     if c.batch_size % world:
         raise ConfigError(f"cam.batch_size={c.batch_size} must be divisible by the {world} processes")

@@ -49,23 +49,8 @@ from urn.engine import distributed
 from urn.engine import resume as resume_policy
 from urn.errors import DataError, UrnError
 from urn.io import atomic_write_json
+from urn.stages.order import CAM_STAGES, HEAT_STAGES, STAGES
 
-STAGES = (
-    "heat_train",
-    "heat_maps",
-    "cam_train",
-    "cams",
-    "pseudo_masks",
-    "seg1",
-    "uncertainty",
-    "seg2",
-    "evaluate",
-    "export",
-    "report",
-)
-#: PMM's stage-1 classifier and its heat maps: run only when ``cam.heat_stage`` names its config.
-HEAT_STAGES = ("heat_train", "heat_maps")
-CAM_STAGES = (*HEAT_STAGES, "cam_train", "cams", "pseudo_masks")
 DONE = "DONE.json"
 STARTED = "STARTED.json"
 #: Files of the run folder and the stage that makes each: deleted whenever that stage or an earlier one runs anew.
@@ -446,7 +431,7 @@ def warn_if_collapsed(stage: str, coverage: dict[str, Any]) -> bool:
 def _heat_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     from urn.cam.train import run as train_cam
 
-    train_cam(configs["heat_train"], folder, resume=True, quiet=quiet)
+    train_cam(configs["heat_train"], folder, resume=True, device=device, quiet=quiet)
 
 
 def _heat_maps(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
@@ -455,14 +440,16 @@ def _heat_maps(configs: dict[str, Config], run_dir: Path, folder: Path, device: 
     from urn.cam.train import CHECKPOINT
 
     checkpoint = run_dir / "heat_train" / CHECKPOINT
-    infer_cams(cfg, checkpoint, cfg.data.train_split, folder / "cams", heat_out=folder / "heat", quiet=quiet)
+    infer_cams(
+        cfg, checkpoint, cfg.data.train_split, folder / "cams", heat_out=folder / "heat", device=device, quiet=quiet
+    )
 
 
 def _cam_train(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
     cfg = configs["cam_train"]
     from urn.cam.train import run as train_cam
 
-    train_cam(cfg, folder, resume=True, quiet=quiet)
+    train_cam(cfg, folder, resume=True, device=device, quiet=quiet)
 
 
 def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
@@ -470,7 +457,7 @@ def _cams(configs: dict[str, Config], run_dir: Path, folder: Path, device: str |
     from urn.cam.infer import run as infer_cams
     from urn.cam.train import CHECKPOINT
 
-    infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder, quiet=quiet)
+    infer_cams(cfg, run_dir / "cam_train" / CHECKPOINT, cfg.data.train_split, folder, device=device, quiet=quiet)
 
 
 def _pseudo_masks(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
@@ -570,6 +557,9 @@ def _evaluate(configs: dict[str, Config], run_dir: Path, folder: Path, device: s
             "config": config_to_dict(cfg),
         }
         atomic_write_json(run_dir / "metrics.json", metrics)
+        from urn.stages.gallery import write_gallery
+
+        write_gallery(cfg, run_dir, folder / "gallery", device=device)
 
 
 def diagnose(
@@ -631,7 +621,7 @@ def _report(configs: dict[str, Config], run_dir: Path, folder: Path, device: str
         metrics = read_metrics(run_dir)
         metrics["seconds"] = stage_seconds(run_dir)
         atomic_write_json(run_dir / "metrics.json", metrics)
-        write_report(cfg, run_dir, device=device)
+        write_report(cfg, run_dir)
 
 
 def _export(configs: dict[str, Config], run_dir: Path, folder: Path, device: str | None, quiet: bool) -> None:
