@@ -195,6 +195,25 @@ class SegmentationLoss(nn.Module):
             per_pixel, triggered = pus_transform(per_pixel, valid, self.pus, self.valid_mean)
         return _mean(per_pixel, valid, self.valid_mean), triggered
 
+    def terms(
+        self, outputs: dict[str, Tensor], target: Tensor, weight: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss and its parts as 0-d tensors (no host sync): ``loss_out``, ``loss_aux`` (if present)
+        and, with PUS on, ``pus_out`` / ``pus_aux`` (1.0 = triggered). Arguments as :meth:`forward`."""
+        parts: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for key, scale in (("out", 1.0), ("aux", self.aux_weight)):
+            if key not in outputs:
+                continue
+            loss, triggered = self.head_loss(outputs[key], target, weight)
+            total = scale * loss if total is None else total + scale * loss
+            parts[f"loss_{key}"] = loss.detach().float()
+            if triggered is not None:
+                parts[f"pus_{key}"] = triggered.float()
+        if total is None:
+            raise ValueError(f"outputs has neither 'out' nor 'aux' (keys: {sorted(outputs)})")
+        return total, parts
+
     def forward(
         self, outputs: dict[str, Tensor], target: Tensor, weight: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
@@ -210,19 +229,6 @@ class SegmentationLoss(nn.Module):
             ``(loss, parts)``: the scalar to back-propagate and floats ``loss``, ``loss_out``,
             ``loss_aux`` (if present) and, with PUS on, ``pus_out`` / ``pus_aux`` (1.0 = triggered).
         """
-        names, values = [], []
-        total: Tensor | None = None
-        for key, scale in (("out", 1.0), ("aux", self.aux_weight)):
-            if key not in outputs:
-                continue
-            loss, triggered = self.head_loss(outputs[key], target, weight)
-            total = scale * loss if total is None else total + scale * loss
-            names.append(f"loss_{key}")
-            values.append(loss.detach().float())
-            if triggered is not None:
-                names.append(f"pus_{key}")
-                values.append(triggered.float())
-        if total is None:
-            raise ValueError(f"outputs has neither 'out' nor 'aux' (keys: {sorted(outputs)})")
-        logged = torch.stack([total.detach().float(), *values]).tolist()  # one host sync for all
-        return total, dict(zip(["loss", *names], logged, strict=True))
+        total, parts = self.terms(outputs, target, weight)
+        logged = torch.stack([total.detach().float(), *parts.values()]).tolist()  # one host sync for all
+        return total, dict(zip(["loss", *parts], logged, strict=True))

@@ -32,17 +32,19 @@ def test_resume_equals_uninterrupted(
     cfg = make_tiny_config(demo_root, *extra)
     full = train.run(cfg, tmp_path / "full")
 
-    real_save = train.save_checkpoint
+    from urn.engine import loop as engine_loop  # the loop every training shares writes the checkpoint
+
+    real_save = engine_loop.save_checkpoint
 
     def save_then_die(path: Path, state: dict) -> None:
         real_save(path, state)
         raise KilledError
 
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(engine_loop, "save_checkpoint", save_then_die)
     with pytest.raises(KilledError):
         train.run(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    monkeypatch.setattr(engine_loop, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["iteration"] == 2
     changed = make_tiny_config(demo_root, *extra, "cam.lr=0.02")
     with pytest.raises(UrnError, match="was trained with cam.lr=0.01, the command asks 0.02"):
         train.run(changed, tmp_path / "resumed", resume=True)
@@ -71,9 +73,9 @@ def test_nan_loss_stops_and_keeps_checkpoint(
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(train.F, "multilabel_soft_margin_loss", nan_on_third)
-    with pytest.raises(TrainingError, match="iteration 2.*checkpoint"):
+    with pytest.raises(TrainingError, match=r"loss became nan at iteration 3.*last.pt, iteration 2"):
         train.run(cfg, tmp_path / "run")
-    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 2
 
 
 def test_artifacts(tiny_run: dict) -> None:

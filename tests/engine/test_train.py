@@ -90,7 +90,7 @@ def test_sigkill_and_resume_gives_identical_weights(demo_root, tmp_path, kill_wh
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, monkeypatch):
     import urn.losses as losses
 
-    real = losses.SegmentationLoss.forward
+    real = losses.SegmentationLoss.terms
     calls = {"n": 0}
 
     def nan_on_fourth(self, outputs, target, weight=None):
@@ -98,7 +98,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(demo_r
         loss, parts = real(self, outputs, target, weight)
         return (loss * float("nan") if calls["n"] == 4 else loss), parts
 
-    monkeypatch.setattr(losses.SegmentationLoss, "forward", nan_on_fourth)
+    monkeypatch.setattr(losses.SegmentationLoss, "terms", nan_on_fourth)
     with pytest.raises(TrainingError, match="loss became nan at iteration 4"):
         run_train(tiny_config(demo_root), tmp_path / "nan", quiet=True)
     assert load_checkpoint(tmp_path / "nan" / "last.pt")["iteration"] == 2
@@ -141,3 +141,47 @@ def test_two_process_gloo_torchrun(demo_root, tmp_path, torchrun):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(out / "last.pt")["iteration"] == 3
+
+
+def test_seg2_interrupted_and_resumed_equals_uninterrupted(demo_root, tmp_path, monkeypatch):
+    """Seg-2 (uncertainty-weighted, head dropout) through the shared loop: a run stopped after its
+    iteration-2 checkpoint resumes to the uninterrupted run's exact weights, and every checkpoint holds
+    each rank's full RNG state (torch CPU and CUDA, NumPy, Python)."""
+    from tests.engine.test_train_weighting import _reference_pngs
+
+    import urn.engine.loop as loop_module
+
+    _, grey, unc = _reference_pngs(demo_root, tmp_path / "masks")
+    seg2 = [
+        "--phase",
+        "seg2",
+        f"data.pseudo_masks={grey}",
+        f"data.uncertainty={unc}",
+        "seg2.batch_size=2",
+        "seg2.iters=4",
+        "seg2.ckpt_every=2",
+        "seg2.val_every=0",
+        "seg2.lr=0.01",
+    ]
+    cfg = load_config("demo", [f"data.root={demo_root}", *tiny_segmentor(), *[s for s in seg2 if "=" in s]])
+    assert cfg.model.dropout > 0 and cfg.seg2.weighting == "hard"
+    full = run_train(cfg, tmp_path / "full", phase="seg2", quiet=True)
+
+    real = loop_module.save_checkpoint
+
+    class KilledError(Exception):
+        pass
+
+    def save_then_die(path, state):
+        real(path, state)
+        raise KilledError
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KilledError):
+        run_train(cfg, tmp_path / "cut", phase="seg2", quiet=True)
+    monkeypatch.setattr(loop_module, "save_checkpoint", real)
+    stored = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert stored["iteration"] == 2
+    assert len(stored["rng"]) == 1 and set(stored["rng"][0]) == {"torch", "cuda", "numpy", "python"}
+    resumed = run_train(cfg, tmp_path / "cut", phase="seg2", quiet=True)
+    _assert_same(_weights(full), _weights(resumed))

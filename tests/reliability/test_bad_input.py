@@ -511,10 +511,10 @@ def test_segmentation_checkpoint_given_to_cam_inference(cli, demo_copy, tmp_path
 
 def test_existing_classifier_run_that_cannot_be_resumed_is_not_overwritten(cli, demo_copy, tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "checkpoint.pth").write_bytes(b"an earlier run's weights")
+    (tmp_path / "run" / "last.pt").write_bytes(b"an earlier run's weights")
     result = cli("cam", "train", "demo", f"data.root={demo_copy}", "--out", tmp_path / "run")
-    assert_user_error(result, "checkpoint.pth", "unreadable checkpoint", "cannot resume it", "--restart")
-    assert (tmp_path / "run" / "checkpoint.pth").read_bytes() == b"an earlier run's weights"
+    assert_user_error(result, "last.pt", "unreadable checkpoint", "cannot resume it", "--restart")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == b"an earlier run's weights"
 
 
 # ----------------------------------------------------------------------------- configs and labels
@@ -558,7 +558,7 @@ def test_image_labels_that_are_not_valid_json(cli, demo_copy, tmp_path):
     (demo_copy / "cls_labels.json").write_text('{"train_0000": [1, 2]')
     result = cli("cam", "train", "demo", f"data.root={demo_copy}", "--out", tmp_path / "run")
     assert_user_error(result, str(demo_copy / "cls_labels.json"), "invalid JSON")
-    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 # ------------------------------------------------------------------ bad input met by worker processes
@@ -570,7 +570,7 @@ def test_unreadable_image_met_by_a_loader_worker_in_classifier_training(cli, dem
     args = ("cam", "train", "demo", f"data.root={demo_copy}", *tiny, "cam.num_workers=1", "--out", tmp_path / "run")
     result = cli(*args)
     assert_user_error(result, str(bad), "unreadable image")
-    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+    assert not (tmp_path / "run" / "last.pt").exists()
     assert_no_temp_files(tmp_path / "run")
 
 

@@ -95,7 +95,7 @@ def _count(folder: Path, pattern: str) -> int:
 
 def _iterations_logged(run: Path) -> int:
     """Iterations in ``run/log.jsonl`` once a checkpoint exists (0 before)."""
-    if not (run / "checkpoint.pth").exists() or not (run / "log.jsonl").exists():
+    if not (run / "last.pt").exists() or not (run / "log.jsonl").exists():
         return 0
     return (run / "log.jsonl").read_text().count("\n")
 
@@ -113,12 +113,12 @@ def test_cam_training_killed_and_resumed_gives_identical_weights(root, tmp_path,
 
     at = _RANDOM.randint(2, 6)
     kill_when([*URN, *args, "--out", str(killed)], lambda: _iterations_logged(killed) >= at, timeout=180)
-    reached = load_checkpoint(killed / "checkpoint.pth")["iteration"]
+    reached = load_checkpoint(killed / "last.pt")["iteration"]
     assert 2 <= reached < 12, f"killed after iteration {at}: last checkpoint at {reached}"
-    _leave_torn_temp(killed / "checkpoint.pth")
+    _leave_torn_temp(killed / "last.pt")
     assert cli(*args, "--out", killed).code == 0, f"killed after iteration {at}"
 
-    a, b = load_checkpoint(full / "checkpoint.pth"), load_checkpoint(killed / "checkpoint.pth")
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(killed / "last.pt")
     assert b["iteration"] == 12
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:

@@ -28,7 +28,7 @@ CASES = {
     ),
     "cam train": (
         ["cam", "train", "demo", *CAM, f"cam.iters={ITERS}", "cam.ckpt_every=1000", "cam.num_workers=1"],
-        "checkpoint.pth",
+        "last.pt",
     ),
 }
 

@@ -85,11 +85,11 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def killed_seg_run(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `urn train` run (4 iterations) killed right after its checkpoint of iteration 2."""
-    import urn.engine.train as train_module
+    import urn.engine.loop as loop_module  # the loop every training shares writes the checkpoint
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        _die_after_checkpoint(m, train_module, at=2)
+        _die_after_checkpoint(m, loop_module, at=2)
         with pytest.raises(KilledError):
             _seg(cli, demo_root, out)
     assert load_checkpoint(out / "last.pt")["iteration"] == 2
@@ -167,7 +167,6 @@ def test_unreadable_checkpoint_in_out_is_refused_and_kept(cli, demo_root, tmp_pa
 def test_cam_checkpoint_in_a_segmentation_folder_is_refused(cli, demo_root, tmp_path):
     out = tmp_path / "run"
     assert _cam(cli, demo_root, out, "cam.iters=2").code == 0
-    (out / "checkpoint.pth").rename(out / "last.pt")
     result = _seg(cli, demo_root, out, "--resume")
     assert_user_error(result, str(out / "last.pt"), "not a `urn train` checkpoint", "--restart")
 
@@ -196,24 +195,24 @@ def test_rerun_of_a_finished_run_changes_nothing(cli, demo_root, tmp_path):
 @pytest.fixture
 def killed_cam_run(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `urn cam train` run (4 iterations) killed right after its checkpoint of iteration 2."""
-    import urn.cam.train as cam_train
+    import urn.engine.loop as loop_module
 
     out = tmp_path / "cam"
     with monkeypatch.context() as m:
-        _die_after_checkpoint(m, cam_train, at=2)
+        _die_after_checkpoint(m, loop_module, at=2)
         with pytest.raises(KilledError):
             _cam(cli, demo_root, out)
-    assert load_checkpoint(out / "checkpoint.pth")["iteration"] == 2
+    assert load_checkpoint(out / "last.pt")["iteration"] == 2
     return out
 
 
 def test_rerunning_the_killed_cam_train_command_continues_it(cli, demo_root, tmp_path, killed_cam_run):
     result = _cam(cli, demo_root, killed_cam_run)  # the same command, no --resume
     assert result.code == 0, result.text
-    assert load_checkpoint(killed_cam_run / "checkpoint.pth")["iteration"] == 4
+    assert load_checkpoint(killed_cam_run / "last.pt")["iteration"] == 4
     assert _iters(killed_cam_run / "log.jsonl") == [1, 2, 3, 4]
     assert _cam(cli, demo_root, tmp_path / "full").code == 0
-    _same_weights(tmp_path / "full" / "checkpoint.pth", killed_cam_run / "checkpoint.pth")
+    _same_weights(tmp_path / "full" / "last.pt", killed_cam_run / "last.pt")
 
 
 def test_cam_resume_with_another_learning_rate_is_refused(cli, demo_root, killed_cam_run):
@@ -221,7 +220,7 @@ def test_cam_resume_with_another_learning_rate_is_refused(cli, demo_root, killed
     result = _cam(cli, demo_root, killed_cam_run, "cam.lr=0.05", "--resume")
     assert_user_error(
         result,
-        f"{killed_cam_run / 'checkpoint.pth'} was trained with cam.lr=0.01, the command asks 0.05; use a new --out",
+        f"{killed_cam_run / 'last.pt'} was trained with cam.lr=0.01, the command asks 0.05; use a new --out",
         "--restart",
     )
     assert _snapshot(killed_cam_run) == before
@@ -230,13 +229,13 @@ def test_cam_resume_with_another_learning_rate_is_refused(cli, demo_root, killed
 def test_cam_rerun_with_another_backbone_is_refused_without_a_traceback(cli, demo_root, killed_cam_run):
     before = _snapshot(killed_cam_run)
     result = _cam(cli, demo_root, killed_cam_run, "cam.backbone.name=resnet18")
-    assert_user_error(result, "checkpoint.pth was trained with cam.backbone.name=mobilenetv3_small_050")
+    assert_user_error(result, "last.pt was trained with cam.backbone.name=mobilenetv3_small_050")
     assert _snapshot(killed_cam_run) == before
 
 
 def test_cam_restart_trains_from_the_start(cli, demo_root, killed_cam_run):
     result = _cam(cli, demo_root, killed_cam_run, "cam.lr=0.05", "--restart")
     assert result.code == 0, result.text
-    ckpt = load_checkpoint(killed_cam_run / "checkpoint.pth")
+    ckpt = load_checkpoint(killed_cam_run / "last.pt")
     assert ckpt["iteration"] == 4 and ckpt["identity"]["cam.lr"] == 0.05
     assert _iters(killed_cam_run / "log.jsonl") == [1, 2, 3, 4]

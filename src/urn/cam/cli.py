@@ -45,7 +45,7 @@ def train(
     out: OutOpt = Path("runs/cam"),
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue OUT/checkpoint.pth (done without it too when the config is the same)."),
+        typer.Option("--resume", help="Continue OUT/last.pt (done without it too when the config is the same)."),
     ] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Delete OUT's checkpoint, log and metrics first and train from the start.")

@@ -1,4 +1,4 @@
-"""Classifier training samples, the multi-crop tiling, and the deterministic batch plan.
+"""Classifier training samples and the multi-crop tiling.
 
 Two sampling modes (URN_ALGORITHM.md 1.3):
 
@@ -9,14 +9,15 @@ Two sampling modes (URN_ALGORITHM.md 1.3):
   resize to ``crop_size``; the label is the tile's, not the image's.
 
 Every random draw of a sample comes from a generator seeded by ``(seed, epoch, index)``, and the
-batch plan is a pure function of the iteration, so a resumed run sees exactly the batches an
-uninterrupted one would, whatever the number of loader workers.
+batches are a pure function of the iteration (:class:`urn.engine.sampling.KeyBatchSampler`, shared by
+every training), so a resumed run sees exactly the batches an uninterrupted one would, whatever the
+number of loader workers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,19 +150,28 @@ def tile_label(classes: np.ndarray, probs: np.ndarray, box: Box, num_fg: int) ->
 
 
 class CAMTrainDataset(Dataset):
-    """Training samples for the classifier, indexed by ``(image index, augmentation seed)``.
+    """Training samples for the classifier, indexed by stream key (:class:`urn.engine.sampling.KeyBatchSampler`).
+
+    Key ``e * N + i`` is image ``i`` in epoch ``e``; its random draws come from a generator seeded by
+    ``(seed, e, i)``, so a sample is a pure function of the run seed and its key.
 
     Args:
         layout: the dataset (only images and image-level labels are read, never ground truth).
         ids: image ids of the training split.
         labels: foreground classes per id (contiguous 1..C-1).
         cfg: the ``cam`` section (crop size, resize range, jitter, heat maps).
+        seed: the run seed (``cam.seed``).
     """
 
     def __init__(
-        self, layout: DatasetLayout, ids: list[str], labels: dict[str, tuple[int, ...]], cfg: CAMConfig
+        self,
+        layout: DatasetLayout,
+        ids: list[str],
+        labels: dict[str, tuple[int, ...]],
+        cfg: CAMConfig,
+        seed: int = 0,
     ) -> None:
-        self.layout, self.ids, self.cfg = layout, ids, cfg
+        self.layout, self.ids, self.cfg, self.seed = layout, ids, cfg, seed
         self.num_fg = layout.classes.num_classes - 1
         self.targets = np.zeros((len(ids), self.num_fg), np.float32)
         for i, image_id in enumerate(ids):
@@ -173,15 +183,21 @@ class CAMTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index, seed = item
-        rng = np.random.default_rng(seed)
+    def augmentation_seed(self, key: int) -> int:
+        """The seed of sample ``key``'s random draws: ``SeedSequence([seed, epoch, index])``."""
+        epoch, index = divmod(key, len(self.ids))
+        return int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+
+    def __getitem__(self, key: int) -> dict[str, object]:
+        """``image`` ``(3, crop, crop)`` float32, ``target`` ``(C - 1,)`` multi-hot, ``id``."""
+        index = key % len(self.ids)
+        rng = np.random.default_rng(self.augmentation_seed(key))
         img = Image.fromarray(self.layout.read_image(self.ids[index]))
         if self.cfg.heat_dir:
             img, target = self._heat_crop(img, index, rng)
         else:
             img, target = self._resize_crop(img, rng), self.targets[index]
-        return img, torch.from_numpy(np.asarray(target, np.float32)), index
+        return {"image": img, "target": torch.from_numpy(np.asarray(target, np.float32)), "id": self.ids[index]}
 
     def _resize_crop(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         lo, hi = self.cfg.resize_long
@@ -213,47 +229,3 @@ class CAMTrainDataset(Dataset):
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         img = color_jitter(img, rng, cfg.color_jitter).resize((cfg.crop_size, cfg.crop_size), Image.BILINEAR)
         return normalize(np.asarray(img)), target
-
-
-class BatchPlan:
-    """Deterministic batches: the concatenation of per-epoch permutations, cut into global batches.
-
-    Global batch ``t`` is positions ``[t B, (t + 1) B)`` of that stream; rank ``r`` of ``world`` takes
-    every ``world``-th of them (DistributedSampler-like). Each element is ``(index, aug_seed)``.
-
-    Args:
-        n: dataset size.
-        batch_size: global batch size.
-        seed: run seed.
-        start: first iteration to yield (for resume); stop: one past the last.
-        rank, world: this process's share.
-    """
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1
-    ) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
-        self._perms: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
-        return self._perms[epoch]
-
-    def batch(self, it: int) -> list[tuple[int, int]]:
-        """This rank's ``(index, aug_seed)`` pairs of iteration ``it``."""
-        items = []
-        for pos in range(it * self.batch_size, (it + 1) * self.batch_size)[self.rank :: self.world]:
-            epoch, k = divmod(pos, self.n)
-            idx = int(self._perm(epoch)[k])
-            aug = int(np.random.SeedSequence([self.seed, epoch, idx]).generate_state(1)[0])
-            items.append((idx, aug))
-        return items
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for it in range(self.start, self.stop):
-            yield self.batch(it)

@@ -221,7 +221,7 @@ def open_run(
 
     Args:
         out: the training's output folder.
-        checkpoint: the checkpoint's file name in ``out`` (``last.pt``, ``checkpoint.pth``).
+        checkpoint: the checkpoint's file name in ``out`` (``last.pt``).
         wanted: the identity of the command (:func:`segmentation_identity` / :func:`classifier_identity`).
         stored_identity: ``state -> identity`` of a loaded checkpoint (for one without ``"identity"``,
             derived from its ``config``).

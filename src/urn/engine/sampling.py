@@ -99,11 +99,13 @@ class TolerantDataset(Dataset):
 
 
 def collate_tolerant(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the samples; the messages of bad ones (replaced or dropped) are in ``batch["errors"]``."""
+    """Stack the samples' tensors (``image``, ``target``, ``weight``, ...) and list their ``id``; the messages
+    of bad ones (replaced or dropped) are in ``batch["errors"]``."""
     good = [s for s in samples if "image" in s]
     batch: dict[str, Any] = {"errors": [e for s in samples for e in s["errors"]]}
     if good:
-        for key in ("image", "target", "weight"):
-            batch[key] = torch.stack([s[key] for s in good])
+        for key, value in good[0].items():
+            if isinstance(value, torch.Tensor):
+                batch[key] = torch.stack([s[key] for s in good])
         batch["id"] = [s["id"] for s in good]
     return batch

@@ -12,28 +12,30 @@ and schedule, refused with one line naming what differs otherwise; ``restart`` s
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from urn.config import Config, TrainConfig, config_to_dict, dump_yaml
 from urn.engine import distributed
 from urn.engine import resume as resume_policy
 from urn.engine.checkpoint import save_checkpoint
-from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
-from urn.engine.stopping import SignalStopError, StopRequest, WorkerDiedError, guard_workers, worker_init
-from urn.errors import TrainingError, UrnError
-from urn.io import append_jsonl, atomic_write_text
-from urn.progress import progress_bar
+from urn.engine.loop import (
+    LAST,
+    LOG,
+    Loop,
+    gather_rng,
+    restore_rng,
+    seed_everything,
+    train_loop,
+    training_loader,
+    trim_log,
+)
+from urn.errors import UrnError
+from urn.io import atomic_write_text
 
-LAST = "last.pt"
 BEST = "best.pt"
 
 
@@ -149,7 +151,7 @@ def train_segmentor(
     )
 
     # 3. model, loss, optimizer
-    torch.manual_seed(tcfg.seed)
+    seed_everything(tcfg.seed, info.rank)
     model = build_segmentor(cfg.model, num_classes).to(info.device)
     if cfg.model.sync_bn and info.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -167,10 +169,10 @@ def train_segmentor(
         resume_policy.restore(path, "model", lambda: model.load_state_dict(ckpt["model"]))
         resume_policy.restore(path, "optimizer state", lambda: optimizer.load_state_dict(ckpt["optimizer"]))
         resume_policy.restore(path, "AMP scaler state", lambda: scaler.load_state_dict(ckpt["scaler"]))
-        resume_policy.restore(path, "RNG state", lambda: torch.set_rng_state(ckpt["rng"]))
+        resume_policy.restore(path, "RNG state", restore_rng(ckpt.get("rng"), info))
         start_iter, best_miou = int(ckpt["iteration"]), float(ckpt.get("best_miou", -1.0))
-        if info.is_main:
-            _truncate_log(out / "log.jsonl", start_iter)
+    if info.is_main:
+        trim_log(out / LOG, start_iter)
     if start_iter >= tcfg.iters:
         return out / LAST
     ddp_model: torch.nn.Module = model
@@ -178,40 +180,30 @@ def train_segmentor(
         ddp_model = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
-
-    sampler = KeyBatchSampler(
-        len(dataset),
-        global_batch=tcfg.batch_size,
-        total_iters=tcfg.iters,
-        start_iter=start_iter,
-        seed=tcfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    loader = DataLoader(
-        TolerantDataset(dataset),
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate_tolerant,
-        pin_memory=info.device.type == "cuda",
-        # A private generator: the loader must not draw from the global RNG that dropout uses,
-        # or a resumed run would diverge from an uninterrupted one.
-        generator=torch.Generator().manual_seed(tcfg.seed),
-        persistent_workers=False,
-        # the workers leave SIGINT/SIGTERM to this process, which saves before it stops (urn.engine.stopping)
-        worker_init_fn=worker_init(),
-    )
+    loader = training_loader(dataset, tcfg.batch_size, tcfg.iters, start_iter, tcfg.seed, info, cfg.data.num_workers)
     if info.is_main:
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
 
-    def state(iteration: int) -> dict[str, Any]:
+    # 5. the shared loop, with this task's step
+    def step(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = batch["image"].to(info.device, non_blocking=True)
+        if tcfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = batch["target"].to(info.device, non_blocking=True)
+        weight = batch["weight"].to(info.device, non_blocking=True)
+        with torch.autocast(device_type=info.device.type, enabled=use_amp):
+            outputs = ddp_model(images)
+        return criterion.terms(outputs, target, weight)
+
+    def set_lr(it: int) -> float:
+        lr = poly_lr(tcfg.lr, it, tcfg.iters, tcfg.poly_power, tcfg.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        return lr
+
+    def fields() -> dict[str, Any]:
         return {
             "kind": "segmentor",
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": iteration,
-            "rng": torch.get_rng_state(),
             "best_miou": best_miou,
             "num_classes": num_classes,
             "class_names": class_names,
@@ -219,111 +211,41 @@ def train_segmentor(
             "identity": wanted,
         }
 
-    # 5. loop
-    bad_samples = 0
-    log_path = out / "log.jsonl"
+    loop = Loop(
+        net=model,
+        model=ddp_model,
+        optimizer=optimizer,
+        step=step,
+        set_lr=set_lr,
+        fields=fields,
+        out=out,
+        info=info,
+        start=start_iter,
+        total=tcfg.iters,
+        log_every=tcfg.log_every,
+        ckpt_every=tcfg.ckpt_every,
+        skip_bad_samples=cfg.data.skip_bad_samples,
+        scaler=scaler,
+        grad_clip=tcfg.grad_clip,
+        lr_key=f"{schedule}.lr",
+        desc="train",
+        quiet=quiet,
+    )
+
+    def validate(it: int) -> None:
+        """Periodic val mIoU (``val_every``), logged; the best state also goes to ``best.pt``."""
+        nonlocal best_miou
+        if not tcfg.val_every or it % tcfg.val_every or it >= tcfg.iters:
+            return
+        scores = evaluate_segmentor(model, layout, cfg.data.val_split, cfg, info, quick=True)
+        ddp_model.train()
+        loop.log({"iter": it, "val_miou": scores.miou * 100})
+        if scores.miou > best_miou:
+            best_miou = scores.miou
+            rngs = gather_rng(info.world_size)
+            if info.is_main:
+                save_checkpoint(out / BEST, loop.state(it, rngs))
+
+    loop.after_step = validate
     ddp_model.train()
-    bar = progress_bar(total=tcfg.iters, initial=start_iter, desc="train", disable=quiet or not info.is_main)
-    it = start_iter
-    t_last = time.perf_counter()
-    consistent = True  # model, optimizer and `it` agree (False while a step is being applied)
-    with (
-        StopRequest() as stop,
-        _save_when_a_worker_dies(lambda: info.is_main and consistent, lambda: state(it), out),
-        guard_workers(loader) as batches,
-    ):
-        for batch in batches:
-            for message in batch["errors"]:
-                bad_samples += 1
-                if bad_samples > cfg.data.skip_bad_samples:
-                    if cfg.data.skip_bad_samples:
-                        message += f" (more than data.skip_bad_samples={cfg.data.skip_bad_samples} bad samples)"
-                    raise UrnError(message)
-                _log(log_path, {"iter": it, "skipped_sample": message}, info.is_main)
-            lr = poly_lr(tcfg.lr, it, tcfg.iters, tcfg.poly_power, tcfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            parts: dict[str, float] = {}
-            if "image" in batch:
-                images = batch["image"].to(info.device, non_blocking=True)
-                if tcfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                target = batch["target"].to(info.device, non_blocking=True)
-                weight = batch["weight"].to(info.device, non_blocking=True)
-                with torch.autocast(device_type=info.device.type, enabled=use_amp):
-                    outputs = ddp_model(images)
-                loss, parts = criterion(outputs, target, weight)
-                if not math.isfinite(float(loss.detach())):
-                    raise TrainingError(
-                        f"loss became {float(loss.detach())} at iteration {it + 1}; stopped. "
-                        f"The last good checkpoint is {out / LAST}; lower train.lr or check the data."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                consistent = False
-                scaler.scale(loss).backward()
-                if tcfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            it += 1
-            consistent = True
-            bar.update(1)
-            if it % tcfg.log_every == 0 or it == tcfg.iters:
-                now = time.perf_counter()
-                record = {"iter": it, "lr": lr, **parts, "sec_per_iter": (now - t_last) / tcfg.log_every}
-                t_last = now
-                bar.set_postfix(loss=f"{parts.get('loss', float('nan')):.3f}", lr=f"{lr:.2e}")
-                _log(log_path, record, info.is_main)
-            if tcfg.val_every and it % tcfg.val_every == 0 and it < tcfg.iters:
-                scores = evaluate_segmentor(model, layout, cfg.data.val_split, cfg, info, quick=True)
-                ddp_model.train()
-                _log(log_path, {"iter": it, "val_miou": scores.miou * 100}, info.is_main)
-                if scores.miou > best_miou:
-                    best_miou = scores.miou
-                    if info.is_main:
-                        save_checkpoint(out / BEST, state(it))
-            if info.is_main and (it % tcfg.ckpt_every == 0 or it == tcfg.iters or stop.signal):
-                save_checkpoint(out / LAST, state(it))
-            if stop.signal:
-                distributed.barrier()
-                raise SignalStopError(
-                    f"stopped by signal {stop.signal} at iteration {it}; checkpoint saved to {out / LAST}, "
-                    "rerun the same command to continue",
-                    stop.signal,
-                )
-    bar.close()
-    distributed.barrier()
-    return out / LAST
-
-
-@contextlib.contextmanager
-def _save_when_a_worker_dies(can_save: Any, state: Any, out: Path) -> Any:
-    """Turn a dead DataLoader worker into one line, after saving ``state()`` when ``can_save()``."""
-    try:
-        yield
-    except WorkerDiedError as exc:
-        if can_save():
-            save_checkpoint(out / LAST, state())
-            raise UrnError(f"{exc}; checkpoint saved to {out / LAST}, rerun the same command to continue") from None
-        raise UrnError(f"{exc}; the last checkpoint in {out} is kept, rerun the same command to continue") from None
-
-
-def _log(path: Path, record: dict[str, Any], is_main: bool) -> None:
-    """Append one JSON line (rank 0 only). Appends are line-sized, so a crash loses at most a line."""
-    if is_main:
-        append_jsonl(path, record)
-
-
-def _truncate_log(path: Path, last_iter: int) -> None:
-    """Drop log lines past the checkpoint a run resumes from, so the log matches one clean run."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("iter", 0) <= last_iter:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the kill
-    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+    return train_loop(loop, loader)
