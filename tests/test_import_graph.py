@@ -121,3 +121,13 @@ def test_lower_layers_do_not_import_stages_cam_or_report() -> None:
 def test_the_report_only_renders() -> None:
     bad = sorted(dst for dst in import_graph()["urn.report"] if _under(dst, COMPUTE))
     assert not bad, f"urn.report imports {bad}"
+
+
+def test_the_crf_package_does_not_read_the_config() -> None:
+    """``crf/`` is a pure library (CRF parameters in, marginals out); the config only feeds it."""
+    bad = sorted(
+        f"{src} imports urn.config"
+        for src, dsts in import_graph().items()
+        if _under(src, ("urn.crf",)) and "urn.config" in dsts
+    )
+    assert not bad, bad

@@ -383,7 +383,10 @@ def main(argv: list[str] | None = None) -> None:
     a training stopped by SIGTERM/SIGINT after saving its checkpoint exits with 143/130.
     """
     _register_subapps()
-    cli_common.command_line = " ".join(["urn", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    cli_common.command_line = " ".join(["urn", *args])
+    # every command that prints progress takes --quiet; it also silences the informational log lines
+    cli_common.configure_logging(quiet="--quiet" in args)
     try:
         # Not click's standalone mode: its usage errors (a bad option value, a missing argument) become
         # one line like every other user error, instead of a usage box.

@@ -7,6 +7,8 @@ commands spell each option the same way and no command module imports another.
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,3 +49,34 @@ def claim_recorded(
     from urn.output_record import recorded_output
 
     return recorded_output(out, record, recompute=recompute, option=option, command_line=command_line)
+
+
+class _Below(logging.Filter):
+    """Passes records below ``level`` (the stdout handler leaves warnings to stderr)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Show the ``urn`` loggers' messages: information on stdout as ``[urn] ...`` (none with ``--quiet``),
+    warnings and errors on stderr. Called once per command by :func:`urn.cli.main`; a library user who
+    configures logging themselves is not overridden (nothing here runs on import)."""
+    logger = logging.getLogger("urn")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_urn_cli", False):
+            logger.removeHandler(handler)
+    fmt = logging.Formatter("[urn] %(message)s")
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(_Below(logging.WARNING))
+    warn = logging.StreamHandler(sys.stderr)
+    warn.setLevel(logging.WARNING)
+    for handler in (info, warn):
+        handler.setFormatter(fmt)
+        handler._urn_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)

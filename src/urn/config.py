@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from urn import reference_values as ref
 from urn.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------ sections
@@ -135,13 +136,13 @@ class CRFConfig:
     # PMM's CRFs (pmm.crf_*) are separate.
     enabled: bool = True
     backend: Literal["auto", "pydensecrf", "batched"] = "auto"
-    iters: int = 10
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
-    prob_floor: float = 1e-5
+    iters: int = int(ref.URN_CRF["iters"])
+    gaussian_sxy: float = ref.URN_CRF["gaussian_sxy"]
+    gaussian_compat: float = ref.URN_CRF["gaussian_compat"]
+    bilateral_sxy: float = ref.URN_CRF["bilateral_sxy"]
+    bilateral_srgb: float = ref.URN_CRF["bilateral_srgb"]
+    bilateral_compat: float = ref.URN_CRF["bilateral_compat"]
+    prob_floor: float = ref.URN_CRF["prob_floor"]
 
 
 @dataclass
@@ -163,7 +164,7 @@ class UncertaintyConfig:
     """Response scaling: exponents, weights and the options the reference lacks."""
 
     split: str = "train"
-    exponents: tuple[float, ...] = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)
+    exponents: tuple[float, ...] = ref.VOC_EXPONENTS
     restrict_to_tags: bool = False
     keep_original_mask: bool = False
     reference_format: bool = False
@@ -224,12 +225,12 @@ class PMMConfig:
     bg_power: float | Literal["auto"] = 11.0
     bg_threshold: float = 0.15
     low_confidence_ignore: float | None = None
-    crf_gaussian_sxy: float = 3.0
-    crf_gaussian_compat: float = 10.0
-    crf_bilateral_sxy: float = 80.0
-    crf_bilateral_srgb: float = 13.0
-    crf_bilateral_compat: float = 10.0
-    crf_iters: int = 10
+    crf_gaussian_sxy: float = ref.PMM_CRF["gaussian_sxy"]
+    crf_gaussian_compat: float = ref.PMM_CRF["gaussian_compat"]
+    crf_bilateral_sxy: float = ref.PMM_CRF["bilateral_sxy"]
+    crf_bilateral_srgb: float = ref.PMM_CRF["bilateral_srgb"]
+    crf_bilateral_compat: float = ref.PMM_CRF["bilateral_compat"]
+    crf_iters: int = int(ref.PMM_CRF["iters"])
     # pydensecrf: measured 3-30x faster than urn.crf's batched backend on PMM's few 2-label problems
     crf_backend: Literal["auto", "pydensecrf", "batched"] = "pydensecrf"
     num_workers: int = 0  # worker processes for CRF + merging (0: in process)

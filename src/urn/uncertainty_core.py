@@ -28,11 +28,7 @@ import torch
 from urn.crf import URN_CRF, CRFParams, CRFSolver
 from urn.crf.reference import unary_energy
 from urn.crf.solver import check_image, check_probs
-
-#: Response-scaling exponents of the VOC configs (spec 3.2).
-VOC_EXPONENTS: tuple[float, ...] = (0.15, 0.2, 0.25, 4.0, 5.0, 6.0)
-#: Response-scaling exponents of the COCO configs (spec 3.2).
-COCO_EXPONENTS: tuple[float, ...] = (0.4, 0.5, 0.6, 2.0, 3.0, 4.0)
+from urn.reference_values import COCO_EXPONENTS, VOC_EXPONENTS  # noqa: F401 (re-exported)
 
 _NORM_EPS = 1e-6
 

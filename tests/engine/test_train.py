@@ -185,3 +185,33 @@ def test_seg2_interrupted_and_resumed_equals_uninterrupted(demo_root, tmp_path, 
     assert len(stored["rng"]) == 1 and set(stored["rng"][0]) == {"torch", "cuda", "numpy", "python"}
     resumed = run_train(cfg, tmp_path / "cut", phase="seg2", quiet=True)
     _assert_same(_weights(full), _weights(resumed))
+
+
+def test_scalars_also_go_to_tensorboard_when_it_is_installed(demo_root, tmp_path, monkeypatch):
+    """Every numeric field of a log line becomes a TensorBoard scalar at its iteration (rank 0)."""
+    import urn.engine.loop as loop_module
+
+    written: list[tuple[str, float, int]] = []
+    opened: list[tuple[Path, int]] = []
+
+    class FakeWriter:
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def close(self):
+            written.append(("closed", 0.0, 0))
+
+    def fake_writer(folder, purge_step=0):
+        opened.append((folder, purge_step))
+        return FakeWriter()
+
+    monkeypatch.setattr(loop_module, "tensorboard_writer", fake_writer)
+    run_train(tiny_config(demo_root), tmp_path / "tb", quiet=True)
+    assert opened == [(tmp_path / "tb" / "tb", 0)]
+    assert [step for tag, _, step in written if tag == "loss"] == [1, 2, 3, 4, 5, 6]
+    assert {"lr", "loss_out", "sec_per_iter"} <= {tag for tag, _, _ in written}
+    assert written[-1][0] == "closed"
+    # without the package the loop writes log.jsonl only
+    monkeypatch.setattr(loop_module, "tensorboard_writer", lambda folder, purge_step=0: None)
+    run_train(tiny_config(demo_root), tmp_path / "plain", quiet=True)
+    assert (tmp_path / "plain" / "log.jsonl").is_file() and not (tmp_path / "plain" / "tb").exists()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urn import io
+from urn import io, reference_values
 from urn.cam.infer import read_cams, shard_env
 from urn.cam.pmm import (
     MaskResult,
@@ -45,6 +45,7 @@ from urn.metrics import ConfusionMatrix
 from urn.progress import progress_bar
 
 log = logging.getLogger(__name__)
+PMM_CRF_KEYS = tuple(reference_values.PMM_CRF)
 
 
 def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg: PMMConfig) -> np.ndarray:
@@ -55,14 +56,8 @@ def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg
         classes: contiguous class indices of ``cams``.
         cams: ``(K, H, W)`` normalised CAMs.
     """
-    params = CRFParams(
-        gaussian_sxy=cfg.crf_gaussian_sxy,
-        gaussian_compat=cfg.crf_gaussian_compat,
-        bilateral_sxy=cfg.crf_bilateral_sxy,
-        bilateral_srgb=cfg.crf_bilateral_srgb,
-        bilateral_compat=cfg.crf_bilateral_compat,
-        iters=cfg.crf_iters,
-    )  # defaults = urn.crf.PMM_CRF
+    # pmm.crf_<name> for each CRF parameter PMM sets (its defaults: urn.reference_values.PMM_CRF)
+    params = CRFParams(**{name: getattr(cfg, f"crf_{name}") for name in PMM_CRF_KEYS})
     crf = make_crf(params, cfg.crf_backend)
     if cfg.method == "pmm" and cfg.bg_power == "auto":
         raise ValueError("pmm.bg_power='auto' is resolved over a whole split by run(); pass the chosen alpha")

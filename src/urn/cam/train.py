@@ -38,7 +38,17 @@ from urn.config import Config, config_to_dict, dump_yaml
 from urn.data.layout import DatasetLayout
 from urn.engine import resume as resume_policy
 from urn.engine.distributed import barrier, setup
-from urn.engine.loop import LAST, LOG, Loop, restore_rng, seed_everything, train_loop, training_loader, trim_log
+from urn.engine.loop import (
+    LAST,
+    LOG,
+    TENSORBOARD,
+    Loop,
+    restore_rng,
+    seed_everything,
+    train_loop,
+    training_loader,
+    trim_log,
+)
 from urn.errors import ConfigError, DataError, UrnError
 
 log = logging.getLogger(__name__)
@@ -103,7 +113,7 @@ def run(
         CHECKPOINT,
         wanted,
         stored_identity,
-        leftovers=("log.jsonl", "metrics.json", "config.yaml"),
+        leftovers=(LOG, TENSORBOARD, "metrics.json", "config.yaml"),
         restart=restart,
         resume=resume,
         is_main=rank == 0,

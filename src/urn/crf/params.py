@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from urn.config import CRFConfig
+from urn import reference_values as ref
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,13 @@ class CRFParams:
         prob_floor: probabilities are clipped to ``[prob_floor, 1]`` before the log.
     """
 
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
-    iters: int = 10
-    prob_floor: float = 1e-5
+    gaussian_sxy: float = ref.URN_CRF["gaussian_sxy"]
+    gaussian_compat: float = ref.URN_CRF["gaussian_compat"]
+    bilateral_sxy: float = ref.URN_CRF["bilateral_sxy"]
+    bilateral_srgb: float = ref.URN_CRF["bilateral_srgb"]
+    bilateral_compat: float = ref.URN_CRF["bilateral_compat"]
+    iters: int = int(ref.URN_CRF["iters"])
+    prob_floor: float = ref.URN_CRF["prob_floor"]
 
     def __post_init__(self) -> None:
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "prob_floor"):
@@ -44,38 +46,17 @@ class CRFParams:
             raise ValueError(f"CRFParams.prob_floor must be in (0, 1], got {self.prob_floor}")
 
     @classmethod
-    def from_config(cls, cfg: CRFConfig) -> CRFParams:
-        """The parameters of a :class:`~urn.config.CRFConfig` section (``enabled``/``backend`` aside)."""
-        return cls(
-            gaussian_sxy=cfg.gaussian_sxy,
-            gaussian_compat=cfg.gaussian_compat,
-            bilateral_sxy=cfg.bilateral_sxy,
-            bilateral_srgb=cfg.bilateral_srgb,
-            bilateral_compat=cfg.bilateral_compat,
-            iters=cfg.iters,
-            prob_floor=cfg.prob_floor,
-        )
+    def from_config(cls, section: Any) -> CRFParams:
+        """The parameters of a config section with these field names (``urn.config.CRFConfig``; its
+        ``enabled`` and ``backend`` aside). Duck-typed, so the CRF package does not import the config."""
+        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
 
 
 #: URN's main CRF and the response-scaling CRFs (spec 3.1): Gaussian 1/3, bilateral 67/3/4, 10 iterations.
 URN_CRF = CRFParams()
 
 #: PMM's per-class two-label CRF in PPMG (spec 1.6): Gaussian 3/10, bilateral 80/13/10, 10 iterations.
-PMM_CRF = CRFParams(
-    gaussian_sxy=3.0,
-    gaussian_compat=10.0,
-    bilateral_sxy=80.0,
-    bilateral_srgb=13.0,
-    bilateral_compat=10.0,
-    iters=10,
-)
+PMM_CRF = CRFParams(**ref.PMM_CRF)  # type: ignore[arg-type]
 
 #: PMM's stage-2 (K+1)-label CRF: Gaussian 3/3, bilateral 80/13/10, 10 iterations.
-PMM_STAGE2_CRF = CRFParams(
-    gaussian_sxy=3.0,
-    gaussian_compat=3.0,
-    bilateral_sxy=80.0,
-    bilateral_srgb=13.0,
-    bilateral_compat=10.0,
-    iters=10,
-)
+PMM_STAGE2_CRF = dataclasses.replace(PMM_CRF, gaussian_compat=3.0)

@@ -12,7 +12,9 @@ torchvision's references are the model: the caller builds data, model, optimizer
 - one checkpoint convention: ``OUT/last.pt`` every ``ckpt_every`` iterations, at the end and when a
   signal asks to stop, holding the model, optimizer, AMP scaler, iteration and the **full RNG state of
   every rank** (torch CPU and CUDA, NumPy, Python: :func:`rng_state`), plus the task's own fields;
-- one log, ``OUT/log.jsonl`` (rank 0; trimmed back to the checkpoint on resume by :func:`trim_log`).
+- one log, ``OUT/log.jsonl`` (rank 0; trimmed back to the checkpoint on resume by :func:`trim_log`), its
+  scalars also as TensorBoard events in ``OUT/tb`` when the ``tensorboard`` package is installed
+  (``pip install urn[tensorboard]``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from urn.progress import progress_bar
 
 LAST = "last.pt"
 LOG = "log.jsonl"
+TENSORBOARD = "tb"
 
 #: ``step(batch) -> (loss, parts)``: the scalar to back-propagate and named 0-d tensors to log.
 StepFn = Callable[[dict[str, Any]], tuple[Tensor, dict[str, Tensor]]]
@@ -163,6 +166,7 @@ class Loop:
     desc: str = "train"
     quiet: bool = False
     after_step: Callable[[int], None] | None = None
+    _board: Any = field(default=None, init=False, repr=False)  # None: not opened yet; False: no tensorboard
 
     def state(self, iteration: int, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         """The checkpoint at ``iteration``: the task's fields, then what every training stores."""
@@ -182,8 +186,32 @@ class Loop:
             save_checkpoint(self.out / LAST, self.state(iteration, rngs))
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.info.is_main:
-            append_jsonl(self.out / LOG, record)
+        """One line of ``log.jsonl`` (rank 0), its numbers also to TensorBoard when it is installed."""
+        if not self.info.is_main:
+            return
+        append_jsonl(self.out / LOG, record)
+        if self._board is None:
+            self._board = tensorboard_writer(self.out / TENSORBOARD, purge_step=self.start) or False
+        if self._board:
+            for key, value in record.items():
+                if key != "iter" and isinstance(value, int | float) and not isinstance(value, bool):
+                    self._board.add_scalar(key, value, record["iter"])
+
+    def close(self) -> None:
+        if self._board:
+            self._board.close()
+
+
+def tensorboard_writer(folder: Path, purge_step: int = 0) -> Any | None:
+    """A TensorBoard ``SummaryWriter`` on ``folder``, or None when the ``tensorboard`` package is missing.
+
+    ``purge_step``: a resumed run drops the events it is about to log again (as ``trim_log`` does).
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=purge_step or None)
 
 
 def _mean_over_ranks(x: Tensor, world: int) -> Tensor:
@@ -277,6 +305,8 @@ def train_loop(loop: Loop, batches: Any) -> Path:
         raise UrnError(
             f"{exc}; the last checkpoint ({ckpt}, iteration {last_saved}) is kept, rerun the same command to continue"
         ) from None
+    finally:
+        loop.close()
     bar.close()
     barrier()
     return ckpt

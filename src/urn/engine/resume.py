@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,8 @@ def open_run(
         wanted: the identity of the command (:func:`segmentation_identity` / :func:`classifier_identity`).
         stored_identity: ``state -> identity`` of a loaded checkpoint (for one without ``"identity"``,
             derived from its ``config``).
-        leftovers: the other files of a run in ``out`` (log, metrics, ...), removed before a fresh run.
+        leftovers: the other files and folders of a run in ``out`` (log, metrics, TensorBoard events, ...),
+            removed before a fresh run.
         restart: ``--restart``: delete the checkpoint and the leftovers first.
         resume: ``--resume``; accepted for clarity, an identical run is resumed either way.
         is_main: only the main rank deletes; every rank must call this (it ends with a barrier).
@@ -256,7 +258,10 @@ def open_run(
     if is_main and out.is_dir():  # a fresh run: nothing of an earlier one may stay
         for name in names:
             try:
-                (out / name).unlink()
+                if (out / name).is_dir() and not (out / name).is_symlink():
+                    shutil.rmtree(out / name)  # e.g. the TensorBoard event folder
+                else:
+                    (out / name).unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:

@@ -25,6 +25,7 @@ from urn.engine.checkpoint import save_checkpoint
 from urn.engine.loop import (
     LAST,
     LOG,
+    TENSORBOARD,
     Loop,
     gather_rng,
     restore_rng,
@@ -144,7 +145,7 @@ def train_segmentor(
         LAST,
         wanted,
         stored_identity,
-        leftovers=(BEST, "log.jsonl", "config.yaml"),
+        leftovers=(BEST, LOG, TENSORBOARD, "config.yaml"),
         restart=restart,
         resume=resume,
         is_main=info.is_main,
