@@ -15,14 +15,12 @@ from urn.metrics import ConfusionMatrix
 
 
 def read_id_list(path: Path) -> list[str]:
-    """Ids from a split file: one per line, blank lines and surrounding spaces ignored."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(path, f"cannot read id list ({exc.strerror})") from None
-    ids = [line.strip().split()[0] for line in lines if line.strip()]
-    if not ids:
-        raise DataError(path, "empty id list")
+    """Ids from a split file, read by the one split parser (:func:`urn.data.layout.parse_split_file`)."""
+    from urn.data.layout import parse_split_file
+
+    ids, problems = parse_split_file(Path(path))
+    if problems:
+        raise DataError(path, problems[0])
     return ids
 
 

@@ -265,6 +265,16 @@ def test_score_masks_with_missing_predictions(cli, demo_root, tmp_path):
     )
 
 
+def test_score_masks_with_a_bad_id_list(cli, demo_root, tmp_path):
+    """``--ids`` is read by the same split parser as the dataset's split files (one message per problem)."""
+    first = (demo_root / "ImageSets/Segmentation/train.txt").read_text().split()[0]
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{first}\n{first}\n")
+    gt = demo_root / "SegmentationClass"
+    result = cli("score-masks", gt, gt, "--ids", ids, "--classes", demo_root / "classes.txt")
+    assert_user_error(result, str(ids), f"line 2: duplicate id '{first}'")
+
+
 def test_demo_data_into_unwritable_place(cli, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
