@@ -48,3 +48,13 @@ def test_out_of_range_prediction_is_an_error():
     cm = ConfusionMatrix(3)
     with pytest.raises(ValueError, match="outside"):
         cm.update(np.array([0]), np.array([7]))
+
+
+def test_update_mask_counts_unsure_pixels_as_background() -> None:
+    from urn.metrics import ConfusionMatrix
+
+    gt = np.array([[0, 1], [1, 255]])
+    mask = np.array([[255, 1], [255, 1]])  # two unsure pixels (255), one on an object; gt 255 is skipped
+    cm = ConfusionMatrix(2)
+    cm.update_mask(gt, mask)
+    assert cm.mat.tolist() == [[1, 0], [1, 1]]

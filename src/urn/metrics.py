@@ -61,6 +61,13 @@ class ConfusionMatrix:
         n = self.num_classes
         self.mat += np.bincount(gt * n + pred, minlength=n * n).reshape(n, n)
 
+    def update_mask(self, gt: np.ndarray, mask: np.ndarray) -> None:
+        """Add a pseudo-mask (or any mask that may leave pixels out): its unsure pixels (255) count as
+        background (IRN's convention), so leaving pixels out can never raise the score. Every scorer of
+        masks (``urn score-masks``, the pmm stage, the uncertainty report) uses this one rule."""
+        mask = np.asarray(mask)
+        self.update(gt, np.where(mask == IGNORE_INDEX, 0, mask))
+
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another matrix's counts into this one (for example from another rank)."""
         if other.num_classes != self.num_classes:

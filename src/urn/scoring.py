@@ -61,11 +61,7 @@ def score_mask_folders(
             raise DataError(pred_path, f"size {pred.shape[::-1]} differs from ground truth {gt.shape[::-1]}")
         if ((pred >= n) & (pred != 255)).any():
             raise DataError(pred_path, f"labels outside the {n} classes")
-        # A pseudo-mask may mark unsure pixels 255; they count as background (IRN's convention), so
-        # leaving pixels out can never raise the score.
-        pred = pred.copy()
-        pred[pred == 255] = 0
-        cm.update(gt, pred)
+        cm.update_mask(gt, pred)
     if json_out is not None:
         result = cm.compute().as_dict(list(classes.names))
         result["images"] = len(ids)

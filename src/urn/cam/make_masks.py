@@ -188,7 +188,5 @@ def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) ->
     cm = ConfusionMatrix(layout.classes.num_classes)
     for image_id in ids:
         path = Path(mask_dir) / f"{image_id}.png"
-        pred = layout.classes_to_train(io.read_mask(path), path).copy()
-        pred[pred == io.IGNORE_INDEX] = 0
-        cm.update(layout.read_gt(image_id), pred)
+        cm.update_mask(layout.read_gt(image_id), layout.classes_to_train(io.read_mask(path), path))
     return cm

@@ -108,11 +108,9 @@ def build_uncertainty_report(
             muted[part][1] += int((where & (bins >= hard_bin)).sum())
         pos += np.bincount(bins[wrong], minlength=N_BINS)
         neg += np.bincount(bins[valid & ~wrong], minlength=N_BINS)
-        cm_cyclic.update(gt, cyclic)
+        cm_cyclic.update_mask(gt, cyclic)
         if pseudo_mask_dir is not None:
-            original = read_target(Path(pseudo_mask_dir) / f"{image_id}.png", layout)[0].copy()
-            original[original == 255] = 0
-            cm_original.update(gt, original)
+            cm_original.update_mask(gt, read_target(Path(pseudo_mask_dir) / f"{image_id}.png", layout)[0])
         mean_u.append((float(u.mean()), image_id))
         bar.update(1)
     bar.close()
