@@ -44,6 +44,7 @@ def run_train(
 
     phase = phase or cfg.phase
     tcfg = cfg.seg2 if phase == "seg2" else cfg.train
+    distributed.setup(device)  # a device or world that cannot be used is the first thing said
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     # Seg-1 learns the pseudo-masks (or the ground truth with data.fully_supervised), Seg-2 the cyclic
     # masks with their uncertainty as per-pixel loss weights
