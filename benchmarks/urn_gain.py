@@ -2,11 +2,11 @@
 
 For each seed, ``urn data demo`` draws a fresh dataset and ``urn run demo`` runs the whole pipeline on
 it (CAMs -> PMM -> Seg-1 -> uncertainty -> Seg-2 -> evaluation), exactly as ``make demo`` does. One row
-per seed: pseudo-mask and cyclic-mask mIoU (train), Seg-1 and Seg-2 mIoU on the demo's own 20 val
+per seed: pseudo-mask and cyclic-mask mIoU (train), Seg-1 and Seg-2 mIoU on the demo's own val
 images, the shares of the cyclic masks' foreground / background pixels that the hard weighting mutes,
 and Seg-1 / Seg-2 on a large held-out **test set** (``--test-images`` images of ``urn data demo`` drawn
 with ``--test-seed``, scored like the evaluate stage: multi-scale + flip + CRF). Twenty val images
-move a model's mIoU by several points from one seed to the next; the test set is what decides.
+moved a model's mIoU by several points (the demo now draws 100); the 300-image test set decides.
 
 ``--weightings`` also trains Seg-2 with other loss weightings (``seg2.weighting``: hard, soft, none; a
 ``:class`` suffix also sets ``seg2.weight_balance=class``, e.g. ``hard:class``) on the same cyclic masks

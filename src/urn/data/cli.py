@@ -33,8 +33,8 @@ def _layout_kind(value: str) -> Literal["auto", "voc", "coco"]:
 @data_app.command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder to write the demo dataset to.")],
-    n_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = 200,
-    n_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = 20,
+    n_train: Annotated[int | None, typer.Option(min=1, help="Images in the train split [default: 200].")] = None,
+    n_val: Annotated[int | None, typer.Option(min=1, help="Images in the val split [default: 100].")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Random seed (the dataset depends only on it).")] = 0,
     size: Annotated[int, typer.Option(min=32, help="Image width in pixels; the height is 3/4 of it.")] = 160,
 ) -> None:
@@ -43,8 +43,9 @@ def demo(
     OUT must be new, empty, or this command's own earlier output with the same options (then nothing
     is written if it is complete); any other folder is refused.
     """
-    from urn.data.demo import make_demo
+    from urn.data.demo import DEMO_TRAIN, DEMO_VAL, make_demo
 
+    n_train, n_val = n_train or DEMO_TRAIN, n_val or DEMO_VAL
     before = _marker_stamp(out)
     layout = make_demo(out, n_train=n_train, n_val=n_val, seed=seed, size=(size, max(32, size * 3 // 4)))
     _report(layout, n_train, n_val, unchanged=before is not None and before == _marker_stamp(out))
