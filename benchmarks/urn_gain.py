@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from urn.config import load_config
+from urn.config import load_config, with_values
 from urn.data.demo import make_demo
 from urn.stages.pipeline import run_pipeline, stage_configs
 from urn.stages.segmentation import run_eval, run_train
@@ -83,9 +83,9 @@ def main() -> None:
             for w in weightings:
                 ckpt = run_dir / "seg2" / "last.pt"
                 if w != preset:  # the same cyclic masks and uncertainty, another loss weighting
-                    variant = stage_configs(cfg, run_dir)["seg2"]
-                    variant.seg2.weighting, _, balance = w.partition(":")
-                    variant.seg2.weight_balance = balance or "none"
+                    weighting, _, balance = w.partition(":")
+                    values = {"seg2.weighting": weighting, "seg2.weight_balance": balance or "none"}
+                    variant = with_values(stage_configs(cfg, run_dir)["seg2"], values)
                     folder = run_dir / f"seg2_{w.replace(':', '_')}"
                     ckpt = run_train(variant, folder, phase="seg2", resume=True, quiet=True)
                 t_seg2[w] = test_miou(test_root, ckpt, args.overrides)

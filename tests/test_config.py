@@ -104,3 +104,20 @@ def test_round_trip_through_plain_dict():
     again = config_from_dict(config_to_dict(cfg))
     assert again == cfg
     assert "iters: 3" in dump_yaml(cfg)
+
+
+def test_configs_are_frozen_and_with_values_derives_a_checked_copy() -> None:
+    import dataclasses
+
+    from urn.config import with_values
+
+    cfg = load_config("demo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0  # type: ignore[misc]
+    derived = with_values(cfg, {"train.lr": 0.5, "pmm.method": "threshold"})
+    assert (derived.train.lr, derived.pmm.method) == (0.5, "threshold")
+    assert (cfg.train.lr, cfg.pmm.method) == (0.02, "pmm")  # the original is untouched
+    with pytest.raises(ConfigError, match="--method: unknown key 'pmm.mthod'"):
+        with_values(cfg, {"pmm.mthod": "x"}, where="--method")
+    with pytest.raises(ConfigError, match="'train.lr' must be a finite number > 0"):
+        with_values(cfg, {"train.lr": -1.0})

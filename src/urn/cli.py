@@ -140,16 +140,11 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score a checkpoint on a split: per-class IoU table ending with `mIoU=XX.XX`."""
-    from urn.config import load_config
+    from urn.config import load_config, with_values
     from urn.stages.segmentation import run_eval
 
-    cfg = load_config(config, overrides or [])
-    if ms is False:
-        cfg.infer.scales = (1.0,)
-    if flip is not None:
-        cfg.infer.flip = flip
-    if crf is not None:
-        cfg.infer.crf = crf
+    options = {"infer.scales": [1.0] if ms is False else None, "infer.flip": flip, "infer.crf": crf}
+    cfg = with_values(load_config(config, overrides or []), {k: v for k, v in options.items() if v is not None})
     with claim(out) if out is not None else contextlib.nullcontext():
         table, _ = run_eval(cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet)
     typer.echo(table)
@@ -208,13 +203,13 @@ def uncertainty(
 
     OUT records what made it: a rerun with the same inputs and config resumes, another stops.
     """
-    from urn.config import load_config
+    from urn.config import load_config, with_values
     from urn.output_record import command_record, input_file, input_folder
     from urn.stages.uncertainty import run_uncertainty
 
     cfg = load_config(config, overrides or [])
     if reference_format:
-        cfg.uncertainty.reference_format = True
+        cfg = with_values(cfg, {"uncertainty.reference_format": True}, where="--reference-format")
     record = command_record("uncertainty", cfg, checkpoint=input_file(checkpoint), probs=input_folder(probs))
     with claim_recorded(out, record, recompute):
         folder = run_uncertainty(

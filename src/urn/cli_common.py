@@ -62,6 +62,23 @@ class _Below(logging.Filter):
         return record.levelno < self.level
 
 
+class _CurrentStream(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stdout`` / ``sys.stderr`` is at the time of each record
+    (a redirected or captured stream included), never to one captured when logging was configured."""
+
+    def __init__(self, name: str) -> None:
+        self._stream_name = name  # not `_name`: logging.Handler keeps its own name there
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - a text stream
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns one; ignored
+        pass
+
+
 def configure_logging(quiet: bool = False) -> None:
     """Show the ``urn`` loggers' messages: information on stdout as ``[urn] ...`` (none with ``--quiet``),
     warnings and errors on stderr. Called once per command by :func:`urn.cli.main`; a library user who
@@ -71,9 +88,9 @@ def configure_logging(quiet: bool = False) -> None:
         if getattr(handler, "_urn_cli", False):
             logger.removeHandler(handler)
     fmt = logging.Formatter("[urn] %(message)s")
-    info = logging.StreamHandler(sys.stdout)
+    info = _CurrentStream("stdout")
     info.addFilter(_Below(logging.WARNING))
-    warn = logging.StreamHandler(sys.stderr)
+    warn = _CurrentStream("stderr")
     warn.setLevel(logging.WARNING)
     for handler in (info, warn):
         handler.setFormatter(fmt)

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -30,7 +31,7 @@ from urn.errors import ConfigError
 # ------------------------------------------------------------------------------------------ sections
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the dataset lives and how training samples are drawn."""
 
@@ -56,7 +57,7 @@ class DataConfig:
     num_workers: int = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackboneConfig:
     """A timm (or urn-native) backbone, made output-stride 8 by dilation."""
 
@@ -75,7 +76,7 @@ class BackboneConfig:
     allow_random_init: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Segmentor: backbone + decode head + optional auxiliary FCN head."""
 
@@ -89,7 +90,7 @@ class ModelConfig:
     sync_bn: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class PUSConfig:
     """Pretended Under-fitting Strategy (PMM): clamp per-pixel losses once the mean loss is low."""
 
@@ -99,7 +100,7 @@ class PUSConfig:
     k: float = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Iteration-based SGD training of a segmentor."""
 
@@ -127,7 +128,7 @@ class TrainConfig:
     val_every: int = 2000  # 0 disables periodic validation
 
 
-@dataclass
+@dataclass(frozen=True)
 class CRFConfig:
     """Dense CRF with Potts compatibilities (parameters of URN's main/uncertainty CRF)."""
 
@@ -145,7 +146,7 @@ class CRFConfig:
     prob_floor: float = ref.URN_CRF["prob_floor"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferConfig:
     """Test-time inference: whole image or sliding window, multi-scale + flip, CRF."""
 
@@ -159,7 +160,7 @@ class InferConfig:
     batch_views: int = 4  # views of one size (a scale and its flip, or sliding windows) per forward
 
 
-@dataclass
+@dataclass(frozen=True)
 class UncertaintyConfig:
     """Response scaling: exponents, weights and the options the reference lacks."""
 
@@ -170,7 +171,7 @@ class UncertaintyConfig:
     reference_format: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class CAMConfig:
     """Multi-label CAM classifier and CAM inference."""
 
@@ -213,7 +214,7 @@ class CAMConfig:
     eval_val: bool = True  # classification mAP/F1 on data.val_split at the end of training
 
 
-@dataclass
+@dataclass(frozen=True)
 class PMMConfig:
     """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or the plain threshold baseline)."""
 
@@ -236,7 +237,7 @@ class PMMConfig:
     num_workers: int = 0  # worker processes for CRF + merging (0: in process)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Everything one pipeline run needs."""
 
@@ -324,8 +325,28 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
     return cfg
 
 
+def with_values(cfg: Config, values: dict[str, Any], where: str = "command line") -> Config:
+    """A copy of ``cfg`` with dotted keys set (``{"pmm.method": "threshold"}``), coerced and checked like
+    command-line overrides. Configs are frozen once loaded: this is how a stage derives another one.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type or range.
+    """
+    new = copy.deepcopy(cfg)
+    for key, value in values.items():
+        set_by_path(new, key, value, where=where)
+    check_values(new, lambda path: where)
+    return new
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Assign a field of a frozen config while it is being built (loading and :func:`with_values` only)."""
+    object.__setattr__(obj, name, value)
+
+
 def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") -> None:
-    """Set ``cfg.a.b.c = value`` with type checking. Raises :class:`ConfigError` on a bad key/type."""
+    """Set ``cfg.a.b.c = value`` in a config being built, with type checking (use :func:`with_values` on a
+    loaded config). Raises :class:`ConfigError` on a bad key/type."""
     parts = dotted.split(".")
     obj = cfg
     for i, part in enumerate(parts):
@@ -342,7 +363,7 @@ def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") 
                     raise ConfigError(f"{where}: '{path}' is a section; set one of its keys ({keys})")
                 _merge(section, value, prefix=path + ".", where=where)
             else:
-                setattr(obj, part, _coerce(value, hint, path, where))
+                _set(obj, part, _coerce(value, hint, path, where))
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
@@ -363,7 +384,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, where: str) -> None:
                 raise ConfigError(f"{where}: '{path}' is a section; give it a mapping")
             _merge(current, value, prefix=path + ".", where=where)
         else:
-            setattr(obj, key, _coerce(value, _field_types(type(obj))[key], path, where))
+            _set(obj, key, _coerce(value, _field_types(type(obj))[key], path, where))
 
 
 def _field_types(cls: type) -> dict[str, Any]:

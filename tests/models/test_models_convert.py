@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from urn.config import BackboneConfig, Config, ModelConfig
+from urn.config import BackboneConfig, Config, DataConfig, ModelConfig
 from urn.errors import UrnError
 from urn.models import build_segmentor
 from urn.models.convert import convert_checkpoint_file, convert_reference_checkpoint
@@ -144,8 +144,7 @@ def test_torchvision_layout_file_round_trip(tmp_path: Path) -> None:
     """mmseg ``ResNet`` (7x7 stem, as URN's ResNet-101 config) from a file; aux weights dropped."""
     src = {**mmseg_resnet(deep_stem=False, layers=(3, 4, 6, 3)), **mmseg_psp_heads(channels=32, aux_channels=16)}
     torch.save({"state_dict": src, "meta": {"iter": 20000}}, tmp_path / "iter_20000.pth")
-    cfg = Config()
-    cfg.model = _cfg("resnet50", head_channels=32, aux_head=False)
+    cfg = Config(model=_cfg("resnet50", head_channels=32, aux_head=False))
     path = convert_checkpoint_file(tmp_path / "iter_20000.pth", tmp_path / "out" / "seg1.pt", cfg)
     assert sorted(p.name for p in path.parent.iterdir()) == ["seg1.pt"]  # no temporary file left
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -179,9 +178,8 @@ def test_reference_coco_checkpoint_keeps_the_81_used_class_rows(tmp_path: Path) 
         src[f"{head}.conv_seg.weight"] = torch.randn(91, channels, 1, 1)
         src[f"{head}.conv_seg.bias"] = torch.arange(91, dtype=torch.float32)  # bias r marks raw id r
     torch.save({"state_dict": src, "meta": {"iter": 40000}}, tmp_path / "coco.pth")
-    cfg = Config()
-    cfg.model = _cfg("resnet50", head_channels=32, aux_channels=16)
-    cfg.data.root, cfg.data.layout = str(tmp_path / "no_dataset_here"), "coco"
+    data = DataConfig(root=str(tmp_path / "no_dataset_here"), layout="coco")
+    cfg = Config(model=_cfg("resnet50", head_channels=32, aux_channels=16), data=data)
     path = convert_checkpoint_file(tmp_path / "coco.pth", tmp_path / "seg2.pt", cfg)
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -118,13 +118,13 @@ def pmm(
     OUT records what made it: a rerun with the same CAMs and config resumes, another stops.
     """
     from urn.cam.make_masks import run
-    from urn.config import set_by_path
+    from urn.config import with_values
 
     cfg = _config(config, overrides)
     if method is not None:
-        set_by_path(cfg, "pmm.method", method, where="--method")
+        cfg = with_values(cfg, {"pmm.method": method}, where="--method")
     if workers is not None:
-        set_by_path(cfg, "pmm.num_workers", workers, where="--workers")
+        cfg = with_values(cfg, {"pmm.num_workers": workers}, where="--workers")
     from urn.output_record import command_record, input_folder
 
     split = split or cfg.data.train_split

@@ -24,7 +24,7 @@ Resumable (complete outputs are skipped, stale temp files of this rank's ids swe
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import io as _io
 import logging
 from collections.abc import Sequence
@@ -203,10 +203,9 @@ def load_classifier(checkpoint: Path, device: torch.device | str = "cpu") -> tup
     if "config" not in ckpt or "num_classes" not in ckpt:
         raise UrnError(f"{checkpoint}: not a `urn cam train` checkpoint (no config / num_classes)")
     trained = config_from_dict(ckpt["config"])
-    cam_cfg = copy.deepcopy(trained.cam)
-    cam_cfg.backbone.pretrained = False  # the checkpoint holds every weight: never download or read files
-    cam_cfg.backbone.weights = None
-    cam_cfg.freeze_stem = False
+    # the checkpoint holds every weight: never download or read files
+    backbone = dataclasses.replace(trained.cam.backbone, pretrained=False, weights=None)
+    cam_cfg = dataclasses.replace(trained.cam, backbone=backbone, freeze_stem=False)
     net = build_cam_net(cam_cfg, int(ckpt["num_classes"]))
     net.load_state_dict(model_state(ckpt))
     return net.to(device).eval(), trained

@@ -35,7 +35,7 @@ when most tagged objects are gone, a warning on stderr before the next network t
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
 import sys
@@ -97,9 +97,8 @@ def heat_stage_config(cfg: Config) -> Config | None:
     from urn.config import load_config
 
     heat = load_config(cfg.cam.heat_stage)
-    heat.data = copy.deepcopy(cfg.data)  # the run's dataset, whatever the stage-1 preset was written for
-    heat.cam.heat_stage = heat.cam.heat_dir = None
-    return heat
+    # the run's dataset, whatever the stage-1 preset was written for
+    return dataclasses.replace(heat, data=cfg.data, cam=dataclasses.replace(heat.cam, heat_stage=None, heat_dir=None))
 
 
 def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
@@ -107,16 +106,15 @@ def stage_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
     heat = heat_stage_config(cfg)
     cam = cfg
     if heat is not None:  # the classifier trains on tiles guided by the stage-1 heat maps
-        cam = copy.deepcopy(cfg)
-        cam.cam.heat_dir = str(run_dir / "heat_maps" / "heat")
-    user_masks = cfg.data.pseudo_masks
-    masks = user_masks or str(run_dir / "pseudo_masks" / "masks")
-    seg1 = copy.deepcopy(cfg)
-    seg1.data.pseudo_masks = masks
-    seg1.data.uncertainty = None
-    seg2 = copy.deepcopy(cfg)
-    seg2.data.pseudo_masks = str(run_dir / "uncertainty" / "masks")
-    seg2.data.uncertainty = str(run_dir / "uncertainty" / "uncertainty")
+        cam = dataclasses.replace(cfg, cam=dataclasses.replace(cfg.cam, heat_dir=str(run_dir / "heat_maps" / "heat")))
+    masks = cfg.data.pseudo_masks or str(run_dir / "pseudo_masks" / "masks")
+    seg1 = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pseudo_masks=masks, uncertainty=None))
+    seg2_data = dataclasses.replace(
+        cfg.data,
+        pseudo_masks=str(run_dir / "uncertainty" / "masks"),
+        uncertainty=str(run_dir / "uncertainty" / "uncertainty"),
+    )
+    seg2 = dataclasses.replace(cfg, data=seg2_data)
     return {
         "heat_train": heat or cfg,
         "heat_maps": heat or cfg,
@@ -478,8 +476,7 @@ def _uncertainty(configs: dict[str, Config], run_dir: Path, folder: Path, device
     cfg = configs["uncertainty"]
     from urn.stages.uncertainty import run_uncertainty
 
-    ucfg = copy.deepcopy(cfg)
-    ucfg.uncertainty.split = cfg.data.train_split
+    ucfg = dataclasses.replace(cfg, uncertainty=dataclasses.replace(cfg.uncertainty, split=cfg.data.train_split))
     run_uncertainty(ucfg, folder, checkpoint=run_dir / "seg1" / "last.pt", device=device, quiet=quiet)
 
 
