@@ -33,7 +33,8 @@ from pathlib import Path
 
 from urn.config import load_config, with_values
 from urn.data.demo import make_demo
-from urn.stages.pipeline import run_pipeline, stage_configs
+from urn.stages.configs import stage_configs
+from urn.stages.pipeline import run_pipeline
 from urn.stages.segmentation import run_eval, run_train
 
 

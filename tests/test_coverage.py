@@ -107,7 +107,7 @@ def test_coco_raw_ids_are_read_as_the_training_dataset_reads_them(tmp_path: Path
 # ------------------------------------------------------------------------------ pipeline helpers
 @pytest.mark.parametrize("stage", ["pseudo_masks", "uncertainty"])
 def test_warning_fires_at_the_threshold_and_not_below(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from urn.stages.pipeline import COLLAPSE_MISSING_TAG_RATE, warn_if_collapsed
+    from urn.stages.checks import COLLAPSE_MISSING_TAG_RATE, warn_if_collapsed
 
     assert COLLAPSE_MISSING_TAG_RATE == 0.5
     assert not warn_if_collapsed(stage, {"missing_tag_rate": 0.49, "empty_share": 0.3})
@@ -125,7 +125,7 @@ def test_warning_fires_at_the_threshold_and_not_below(stage: str, capsys: pytest
 
 
 def test_diagnose_notes_a_collapse() -> None:
-    from urn.stages.pipeline import diagnose
+    from urn.stages.checks import diagnose
 
     good = {"pseudo_masks": 60.0, "cyclic_masks": 63.0, "seg1": 40.0, "seg2": 42.0}
     healthy = {"pseudo_masks": {"missing_tag_rate": 0.1}, "cyclic_masks": {"missing_tag_rate": 0.49}}
@@ -138,7 +138,8 @@ def test_diagnose_notes_a_collapse() -> None:
 def test_check_coverage_writes_prints_and_warns(demo_copy: Path, tmp_path: Path, capsys) -> None:
     """The stage hook on the demo's 6 train images: ground truth as masks is healthy, all-background collapses."""
     from urn.config import load_config
-    from urn.stages.pipeline import COVERAGE, check_coverage, stage_configs
+    from urn.stages.checks import COVERAGE, check_coverage
+    from urn.stages.configs import stage_configs
 
     masks = tmp_path / "masks"
     run = tmp_path / "run"

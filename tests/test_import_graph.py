@@ -131,3 +131,16 @@ def test_the_crf_package_does_not_read_the_config() -> None:
         if _under(src, ("urn.crf",)) and "urn.config" in dsts
     )
     assert not bad, bad
+
+
+def test_every_stage_is_one_module_with_run() -> None:
+    """``urn run`` chains ``urn.stages.<stage>.run(cfg, run_dir, *, device, quiet)``, one module per stage."""
+    import importlib
+    import inspect
+
+    from urn.stages.order import STAGES
+
+    for stage in STAGES:
+        run = importlib.import_module(f"urn.stages.{stage}").run
+        params = inspect.signature(run).parameters
+        assert list(params)[:2] == ["cfg", "run_dir"] and {"device", "quiet"} <= set(params), stage

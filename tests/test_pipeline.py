@@ -226,7 +226,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
 
 def test_diagnose_names_each_broken_premise_and_nothing_when_all_is_well():
-    from urn.stages.pipeline import diagnose
+    from urn.stages.checks import diagnose
 
     good = {"pseudo_masks": 60.0, "cyclic_masks": 63.0, "seg1": 40.0, "seg2": 42.0}
     assert diagnose(good, {"foreground_downweighted_by_hard": 0.10, "background_downweighted_by_hard": 0.05}) == []

@@ -1,1 +1,3 @@
-"""One module per pipeline stage; each exposes a ``run_*`` function the CLI and ``urn run`` call."""
+"""One module per pipeline stage (``urn.stages.<stage>.run(cfg, run_dir)``, chained by
+:mod:`urn.stages.pipeline`), plus the per-command functions the CLI calls (:mod:`urn.stages.segmentation`,
+:mod:`urn.stages.uncertainty`)."""

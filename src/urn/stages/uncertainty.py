@@ -222,3 +222,17 @@ def _write_outputs(out: Path, image_id: str, mask: np.ndarray, u: np.ndarray, re
         atomic_save_png(out / REFERENCE / f"{image_id}.png", Image.fromarray(ref_fn(mask, u)[..., ::-1].copy()))
     # The mask goes last: its presence marks the image as complete for a resumed run.
     save_palette_png(out / MASKS / f"{image_id}.png", mask)
+
+
+def run(cfg: Config, run_dir: Path, *, device: str | None = None, quiet: bool = False) -> Path:
+    """Stage ``uncertainty`` of ``urn run``: the cyclic masks and uncertainty of the training split from
+    Seg-1 (``RUN/uncertainty``); returns that folder."""
+    import dataclasses
+
+    from urn.stages.configs import stage_configs
+
+    seg1 = stage_configs(cfg, run_dir)["uncertainty"]
+    ucfg = dataclasses.replace(seg1, uncertainty=dataclasses.replace(seg1.uncertainty, split=seg1.data.train_split))
+    folder = run_dir / "uncertainty"
+    run_uncertainty(ucfg, folder, checkpoint=run_dir / "seg1" / "last.pt", device=device, quiet=quiet)
+    return folder
