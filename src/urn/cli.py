@@ -22,6 +22,8 @@ from urn.cli_common import (
     OverridesArg,
     QuietOpt,
     RecomputeOpt,
+    RestartOpt,
+    ResumeOpt,
     claim,
     claim_recorded,
 )
@@ -98,13 +100,8 @@ def train(
         Phase | None,
         typer.Option(help="seg1 (config `train`) or seg2 (config `seg2`); default: config `phase`."),
     ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue OUT/last.pt (done without it too when the config is the same)."),
-    ] = False,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Delete OUT's checkpoints and log first and train from the start.")
-    ] = False,
+    resume: ResumeOpt = False,
+    restart: RestartOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

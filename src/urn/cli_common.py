@@ -23,6 +23,13 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")]
 SplitOpt = Annotated[str | None, typer.Option("--split", "-s", help="Split to process (default: data.train_split).")]
+#: Every training (``urn train``, ``urn cam train``) resumes and restarts the same way (urn.engine.resume).
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue OUT/last.pt (done without it too when the config is the same).")
+]
+RestartOpt = Annotated[
+    bool, typer.Option("--restart", help="Delete OUT's checkpoint, log and metrics first and train from the start.")
+]
 RecomputeOpt = Annotated[
     bool,
     typer.Option(

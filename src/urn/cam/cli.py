@@ -19,6 +19,8 @@ from urn.cli_common import (
     OverridesArg,
     QuietOpt,
     RecomputeOpt,
+    RestartOpt,
+    ResumeOpt,
     SplitOpt,
     claim,
     claim_recorded,
@@ -43,13 +45,8 @@ def train(
     config: ConfigArg,
     overrides: OverridesArg = None,
     out: OutOpt = Path("runs/cam"),
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue OUT/last.pt (done without it too when the config is the same)."),
-    ] = False,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Delete OUT's checkpoint, log and metrics first and train from the start.")
-    ] = False,
+    resume: ResumeOpt = False,
+    restart: RestartOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
