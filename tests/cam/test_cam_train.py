@@ -97,3 +97,13 @@ def test_classification_scores_hand_computed() -> None:
     # predictions (logit > 0): (1,0), (1,1), (0,0) vs targets: tp 2, pred 3, true 3 -> F1 = 4 / 6
     assert s["f1_micro"] == pytest.approx(100 * 4 / 6)
     assert s["n_images"] == 3
+
+
+def test_classifier_checkpoint_reads_an_earlier_runs_file_name(tmp_path: Path) -> None:
+    """A `urn cam train` folder written before the loop was shared holds `checkpoint.pth`: the CAM stages
+    still find it; a folder with `last.pt` uses that."""
+    assert train.classifier_checkpoint(tmp_path) == tmp_path / "last.pt"  # nothing there yet: the new name
+    (tmp_path / "checkpoint.pth").write_bytes(b"x")
+    assert train.classifier_checkpoint(tmp_path) == tmp_path / "checkpoint.pth"
+    (tmp_path / "last.pt").write_bytes(b"y")
+    assert train.classifier_checkpoint(tmp_path) == tmp_path / "last.pt"

@@ -53,6 +53,14 @@ from urn.errors import ConfigError, DataError, UrnError
 
 log = logging.getLogger(__name__)
 CHECKPOINT = LAST  # one checkpoint name for every training (urn.engine.loop)
+_OLD_CHECKPOINT = "checkpoint.pth"  # the classifier's file name before the loop was shared
+
+
+def classifier_checkpoint(folder: Path) -> Path:
+    """The classifier checkpoint of a ``urn cam train`` folder: ``last.pt``, or ``checkpoint.pth`` in a
+    folder an earlier urn wrote (so its finished runs still feed the CAM stages)."""
+    old = Path(folder) / _OLD_CHECKPOINT
+    return old if old.is_file() and not (Path(folder) / CHECKPOINT).exists() else Path(folder) / CHECKPOINT
 
 
 # -------------------------------------------------------------------------------------------- stage

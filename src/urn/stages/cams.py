@@ -11,8 +11,8 @@ from urn.stages.configs import stage_configs
 def run(cfg: Config, run_dir: Path, *, device: str | None = None, quiet: bool = False) -> Path:
     """Write the CAMs; returns their folder."""
     from urn.cam.infer import run as infer_cams
-    from urn.cam.train import CHECKPOINT
+    from urn.cam.train import classifier_checkpoint
 
     cams = stage_configs(cfg, run_dir)["cams"]
-    checkpoint = run_dir / "cam_train" / CHECKPOINT
+    checkpoint = classifier_checkpoint(run_dir / "cam_train")
     return infer_cams(cams, checkpoint, cams.data.train_split, run_dir / "cams", device=device, quiet=quiet)

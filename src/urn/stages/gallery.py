@@ -82,9 +82,9 @@ def _val_pseudo_masker(
     """
     from urn.cam.infer import compute_cams, load_classifier
     from urn.cam.make_masks import AUTO_ALPHA_FILE, pseudo_mask
-    from urn.cam.train import CHECKPOINT
+    from urn.cam.train import classifier_checkpoint
 
-    ckpt = run_dir / "cam_train" / CHECKPOINT
+    ckpt = classifier_checkpoint(run_dir / "cam_train")
     if not ckpt.is_file():  # the run started from the user's own pseudo-masks: no classifier made them
         return None
 

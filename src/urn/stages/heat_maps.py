@@ -12,11 +12,11 @@ from urn.stages.configs import stage_configs
 def run(cfg: Config, run_dir: Path, *, device: str | None = None, quiet: bool = False) -> Path:
     """Write the heat maps; returns their folder."""
     from urn.cam.infer import run as infer_cams
-    from urn.cam.train import CHECKPOINT
+    from urn.cam.train import classifier_checkpoint
 
     heat = stage_configs(cfg, run_dir)["heat_maps"]
     folder = run_dir / "heat_maps"
-    checkpoint = run_dir / "heat_train" / CHECKPOINT
+    checkpoint = classifier_checkpoint(run_dir / "heat_train")
     split = heat.data.train_split
     infer_cams(heat, checkpoint, split, folder / "cams", heat_out=folder / "heat", device=device, quiet=quiet)
     return folder / "heat"
