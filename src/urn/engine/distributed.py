@@ -148,10 +148,10 @@ def shard(items: list[T], info: DistInfo) -> list[T]:
     return items[info.rank :: info.world_size]
 
 
-def all_reduce_mean(value: float, info: DistInfo) -> float:
-    """Average a Python number over ranks."""
+def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``values`` averaged over ranks (a new tensor; in a single process, ``values`` itself)."""
     if not info.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=info.device)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world_size
+        return values
+    total = values.clone()
+    dist.all_reduce(total)
+    return total / info.world_size

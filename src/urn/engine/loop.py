@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from urn.engine.checkpoint import save_checkpoint
-from urn.engine.distributed import DistInfo, barrier
+from urn.engine.distributed import DistInfo, all_reduce_mean, barrier
 from urn.engine.sampling import KeyBatchSampler, TolerantDataset, collate_tolerant
 from urn.engine.stopping import SignalStopError, StopRequest, WorkerDiedError, guard_workers, worker_init
 from urn.errors import TrainingError, UrnError
@@ -214,14 +214,6 @@ def tensorboard_writer(folder: Path, purge_step: int = 0) -> Any | None:
     return SummaryWriter(str(folder), purge_step=purge_step or None)
 
 
-def _mean_over_ranks(x: Tensor, world: int) -> Tensor:
-    if world > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= world
-    return x
-
-
 def train_loop(loop: Loop, batches: Any) -> Path:
     """Run iterations ``loop.start .. loop.total - 1`` over ``batches``; returns ``OUT/last.pt``.
 
@@ -256,7 +248,7 @@ def train_loop(loop: Loop, batches: Any) -> Path:
                     # the stop flag rides along the losses' all-reduce: every rank stops at the same iteration
                     flag = torch.tensor(float(stop.signal or 0), device=loss.device)
                     values = torch.stack([loss.detach().float(), *(v.detach().float() for v in named.values()), flag])
-                    reported = _mean_over_ranks(values, info.world_size).tolist()  # one host sync
+                    reported = all_reduce_mean(values, info).tolist()  # one host sync
                     stop_signal = int(round(reported[-1] * info.world_size))
                     parts = dict(zip(["loss", *named], reported[:-1], strict=True))
                     if not all(np.isfinite(v) for v in reported[:-1]):
