@@ -26,6 +26,7 @@ from urn.cli_common import (
     ResumeOpt,
     claim,
     claim_recorded,
+    load,
 )
 from urn.errors import EXIT_USER_ERROR, UrnError
 from urn.stages.order import Phase, Stage
@@ -71,9 +72,9 @@ def presets() -> None:
 @app.command("show-config")
 def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Print the resolved config (preset + overrides) as YAML."""
-    from urn.config import dump_yaml, load_config
+    from urn.config import dump_yaml
 
-    typer.echo(dump_yaml(load_config(config, overrides or [])), nl=False)
+    typer.echo(dump_yaml(load(config, overrides)), nl=False)
 
 
 @app.command("score-masks")
@@ -109,10 +110,9 @@ def train(
 
     A run already in OUT is continued when its config is the same, refused (naming what differs) if not.
     """
-    from urn.config import load_config
     from urn.stages.segmentation import run_train
 
-    cfg = load_config(config, overrides or [])
+    cfg = load(config, overrides)
     with claim(out):
         path = run_train(
             cfg, out, phase=phase.value if phase else None, resume=resume, restart=restart, device=device, quiet=quiet
@@ -137,11 +137,11 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score a checkpoint on a split: per-class IoU table ending with `mIoU=XX.XX`."""
-    from urn.config import load_config, with_values
+    from urn.config import with_values
     from urn.stages.segmentation import run_eval
 
     options = {"infer.scales": [1.0] if ms is False else None, "infer.flip": flip, "infer.crf": crf}
-    cfg = with_values(load_config(config, overrides or []), {k: v for k, v in options.items() if v is not None})
+    cfg = with_values(load(config, overrides), {k: v for k, v in options.items() if v is not None})
     with claim(out) if out is not None else contextlib.nullcontext():
         table, _ = run_eval(cfg, checkpoint, split=split, out=out, save_predictions=save, device=device, quiet=quiet)
     typer.echo(table)
@@ -165,11 +165,10 @@ def predict(
 
     OUT records what made it: a rerun with the same checkpoint and config resumes, another stops.
     """
-    from urn.config import load_config
     from urn.output_record import command_record, input_file
     from urn.stages.segmentation import run_predict
 
-    cfg = load_config(config, overrides or [])
+    cfg = load(config, overrides)
     record = command_record("predict", cfg, checkpoint=input_file(checkpoint), split=split, voc_server=voc_server)
     with claim_recorded(out, record, recompute):
         folder = run_predict(cfg, checkpoint, out, split=split, voc_server=voc_server, device=device, quiet=quiet)
@@ -200,11 +199,11 @@ def uncertainty(
 
     OUT records what made it: a rerun with the same inputs and config resumes, another stops.
     """
-    from urn.config import load_config, with_values
+    from urn.config import with_values
     from urn.output_record import command_record, input_file, input_folder
     from urn.stages.uncertainty import run_uncertainty
 
-    cfg = load_config(config, overrides or [])
+    cfg = load(config, overrides)
     if reference_format:
         cfg = with_values(cfg, {"uncertainty.reference_format": True}, where="--reference-format")
     record = command_record("uncertainty", cfg, checkpoint=input_file(checkpoint), probs=input_folder(probs))
@@ -223,10 +222,9 @@ def convert_checkpoint(
     overrides: OverridesArg = None,
 ) -> None:
     """Import a reference (XMed-Lab/URN, mmsegmentation 0.x) PSPNet checkpoint; loads with strict=True."""
-    from urn.config import load_config
     from urn.models.convert import convert_checkpoint_file
 
-    path = convert_checkpoint_file(inp, out, load_config(config, overrides or []))
+    path = convert_checkpoint_file(inp, out, load(config, overrides))
     typer.echo(f"converted: {path}")
 
 
@@ -245,11 +243,10 @@ def uncertainty_report(
     """Score the uncertainty against ground truth: AUROC, AP, error by decile, grid image (evaluation only)."""
     import json
 
-    from urn.config import load_config
     from urn.data.layout import DatasetLayout
     from urn.stages.uncertainty_report import build_uncertainty_report
 
-    cfg = load_config(config, overrides or [])
+    cfg = load(config, overrides)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     with claim(out):
         report = build_uncertainty_report(
@@ -293,10 +290,9 @@ def run(
     """
     import json
 
-    from urn.config import load_config
     from urn.stages.pipeline import run_pipeline
 
-    cfg = load_config(config, overrides or [])
+    cfg = load(config, overrides)
     with claim(out):
         metrics = run_pipeline(
             cfg,
@@ -324,34 +320,25 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Make the demo dataset (if needed) and run the whole pipeline on it with the `demo` preset."""
-    with claim(out):
-        _demo(out, data, overrides, device, quiet, recompute)
-
-
-def _demo(
-    out: Path, data: Path, overrides: list[str] | None, device: str | None, quiet: bool, recompute: bool = False
-) -> None:
-    from urn.config import load_config
     from urn.data.check import check_dataset
     from urn.data.demo import make_demo
     from urn.data.generated import read_marker
     from urn.stages.pipeline import run_pipeline
 
-    marker = read_marker(data) if data.is_dir() else None
-    if not (data / "ImageSets").is_dir() or (marker is not None and not marker.get("complete")):
-        typer.echo(f"making the demo dataset in {data}")
-        make_demo(data)  # refuses a folder holding anything else
-    problems = check_dataset(data, "train")
-    if problems:
-        raise UrnError(f"{data}: demo data has problems, e.g. {problems[0]}")
-    cfg = load_config("demo", [f"data.root={data}", *(overrides or [])])
-    metrics = run_pipeline(cfg, out, device=device, quiet=quiet, recompute=recompute)
-    typer.echo(
-        "mIoU (%): "
-        + ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in metrics.get("miou", {}).items())
-    )
-    _echo_notes(metrics)
-    typer.echo(f"report: {out / 'report.html'}")
+    with claim(out):
+        marker = read_marker(data) if data.is_dir() else None
+        if not (data / "ImageSets").is_dir() or (marker is not None and not marker.get("complete")):
+            typer.echo(f"making the demo dataset in {data}")
+            make_demo(data)  # refuses a folder holding anything else
+        problems = check_dataset(data, "train")
+        if problems:
+            raise UrnError(f"{data}: demo data has problems, e.g. {problems[0]}")
+        cfg = load("demo", [f"data.root={data}", *(overrides or [])])
+        metrics = run_pipeline(cfg, out, device=device, quiet=quiet, recompute=recompute)
+        miou = metrics.get("miou", {})
+        typer.echo("mIoU (%): " + ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in miou.items()))
+        _echo_notes(metrics)
+        typer.echo(f"report: {out / 'report.html'}")
 
 
 def _echo_notes(metrics: dict) -> None:

@@ -1,6 +1,6 @@
 """What every ``urn`` command module shares: argument and option types, and the output-folder claim.
 
-:mod:`urn.cli` and :mod:`urn.cam.cli` both import from here (and not from each other), so the
+:mod:`urn.cli`, :mod:`urn.cam.cli` and :mod:`urn.data.cli` import from here (and not from each other), so the
 commands spell each option the same way and no command module imports another.
 """
 
@@ -10,9 +10,12 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from urn.config import Config
 
 ConfigArg = Annotated[str, typer.Argument(help="YAML config path or preset name (see `urn presets`).")]
 OverridesArg = Annotated[
@@ -40,6 +43,18 @@ RecomputeOpt = Annotated[
 
 #: This run's command line, written into the output folder's lock (:func:`urn.cli.main` sets it).
 command_line = "urn"
+
+
+def command_group(help_text: str) -> typer.Typer:
+    """A group of subcommands (``urn cam``, ``urn data``), set up like the main app."""
+    return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def load(config: str, overrides: list[str] | None) -> Config:
+    """The command's config: ``config`` (YAML path or preset name), then its dotted ``overrides``."""
+    from urn.config import load_config
+
+    return load_config(config, overrides or [])
 
 
 def claim(out: Path, option: str = "--out") -> contextlib.AbstractContextManager[Path]:

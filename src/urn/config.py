@@ -355,7 +355,7 @@ def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") 
         if part not in names:
             raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(names)})")
         if i == len(parts) - 1:
-            hint = _field_types(type(obj))[part]
+            hint = typing.get_type_hints(type(obj))[part]
             section = getattr(obj, part)
             if dataclasses.is_dataclass(section):
                 if not isinstance(value, dict):
@@ -384,11 +384,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, where: str) -> None:
                 raise ConfigError(f"{where}: '{path}' is a section; give it a mapping")
             _merge(current, value, prefix=path + ".", where=where)
         else:
-            _set(obj, key, _coerce(value, _field_types(type(obj))[key], path, where))
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+            _set(obj, key, _coerce(value, typing.get_type_hints(type(obj))[key], path, where))
 
 
 def _type_name(hint: Any) -> str:

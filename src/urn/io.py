@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -151,6 +152,20 @@ def remove_stale_temps(folder: str | Path) -> int:
     return n
 
 
+def remove_path(path: Path, failure: str) -> None:
+    """Delete a file, link or folder tree (nothing there: nothing to do); an error is one line,
+    ``PATH: <failure> (reason)``."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UrnError(f"{path}: {failure} ({exc.strerror or exc})") from None
+
+
 def remove_stale_temps_of(folder: str | Path, names: Iterable[str]) -> int:
     """Delete the temporary files a killed process left for the files ``folder/<name>`` only.
 
@@ -251,6 +266,17 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     if num_classes is not None:
         check_labels(arr, num_classes, path)
     return arr
+
+
+def mask_complete(path: Path, size: tuple[int, int] | None = None) -> bool:
+    """True when ``path`` is a readable mask (of ``(H, W)`` ``size`` when given): a resumed run redoes the rest."""
+    if not path.is_file():
+        return False
+    try:
+        mask = read_mask(path)
+    except DataError:
+        return False
+    return size is None or mask.shape == tuple(size)
 
 
 def check_labels(mask: np.ndarray, num_classes: int, path: str | Path) -> None:

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 from urn.engine.resume import differences, normalise_paths, pick_keys, show_value
 from urn.errors import UrnError
-from urn.io import LOCK_NAME, atomic_write_json
+from urn.io import LOCK_NAME, atomic_write_json, remove_path
 
 RECORD_NAME = "urn-record.json"
 #: Keys under a command's config sections that never change its outputs (speed, logging, workers).
@@ -80,16 +79,6 @@ def _walk_files(path: Path) -> Iterable[os.DirEntry]:
                     yield entry
 
 
-def config_keys(config: dict[str, Any], reads: Iterable[str], ignores: Iterable[str] = ()) -> dict[str, Any]:
-    """The resolved config keys under ``reads`` (dotted prefixes), flattened, paths made absolute."""
-    return normalise_paths(pick_keys(config, reads, ignores, IGNORED_NAMES))
-
-
-def make_record(command: str, config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """A record: ``{"command", "config": flat keys, "inputs": {name: identity or value}}`` as plain JSON."""
-    return json.loads(json.dumps({"command": command, "config": config, "inputs": inputs}))
-
-
 def read_record(folder: str | Path) -> dict[str, Any] | None:
     """The record of ``folder``, or ``None`` (none, unreadable, or not a record)."""
     try:
@@ -109,11 +98,7 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat_record(record: dict[str, Any]) -> dict[str, Any]:
-    flat = {"command": record.get("command")}
-    flat.update(record.get("config") or {})
-    for name, value in (record.get("inputs") or {}).items():
-        flat[name] = value
-    return flat
+    return {"command": record.get("command"), **(record.get("config") or {}), **(record.get("inputs") or {})}
 
 
 def _describe_change(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
@@ -166,13 +151,7 @@ def open_output(out: str | Path, record: dict[str, Any], *, recompute: bool, opt
             f"or choose another {option}"
         )
     for entry in entries:
-        try:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        except OSError as exc:
-            raise UrnError(f"{entry}: cannot delete this old output ({exc.strerror or exc})") from None
+        remove_path(entry, "cannot delete this old output")
     atomic_write_json(out / RECORD_NAME, record)
 
 
@@ -186,13 +165,15 @@ COMMAND_READS: dict[str, tuple[str, ...]] = {
 
 
 def command_record(command: str, cfg: Any, **inputs: Any) -> dict[str, Any]:
-    """The record of ``command`` run with ``cfg`` (a :class:`~urn.config.Config`) on ``inputs``.
+    """The record of ``command`` run with ``cfg`` (a :class:`~urn.config.Config`) on ``inputs``, as plain
+    JSON: ``{"command", "config": the keys it reads (flat, paths absolute), "inputs": {name: value}}``.
 
     ``inputs`` are options and input identities (:func:`file_identity`, :func:`folder_identity`).
     """
     from urn.config import config_to_dict
 
-    return make_record(command, config_keys(config_to_dict(cfg), COMMAND_READS[command]), inputs)
+    config = normalise_paths(pick_keys(config_to_dict(cfg), COMMAND_READS[command], (), IGNORED_NAMES))
+    return json.loads(json.dumps({"command": command, "config": config, "inputs": inputs}))
 
 
 def input_file(path: str | Path | None) -> dict[str, Any] | None:

@@ -26,3 +26,12 @@ def progress_bar(*, total: int, desc: str, initial: int = 0, unit: str = "it", d
         mininterval=0.5 if sys.stderr.isatty() else 10.0,
         smoothing=0.1,
     )
+
+
+def iter_progress(items: list[str], progress: bool, desc: str) -> Any:
+    """``items``, through a bar on stderr when ``progress`` is set and stderr is a terminal."""
+    if not progress:
+        return items
+    from tqdm import tqdm as plain_tqdm
+
+    return plain_tqdm(items, desc=desc, unit="img", leave=False, disable=None)  # disable=None: off when not a tty

@@ -24,20 +24,11 @@ from urn.cli_common import (
     SplitOpt,
     claim,
     claim_recorded,
+    command_group,
+    load,
 )
 
-cam_app = typer.Typer(
-    help="Classification phase: CAM classifier training and CAM inference.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _config(config: str, overrides: list[str] | None):  # noqa: ANN202 - Config, imported lazily
-    from urn.config import load_config
-
-    return load_config(config, overrides or [])
+cam_app = command_group("Classification phase: CAM classifier training and CAM inference.")
 
 
 @cam_app.command()
@@ -56,7 +47,7 @@ def train(
     """
     from urn.cam.train import run
 
-    cfg = _config(config, overrides)
+    cfg = load(config, overrides)
     with claim(out):
         path = run(cfg, out, resume=resume, restart=restart, device=device, quiet=quiet)
     typer.echo(f"checkpoint: {path}")
@@ -83,7 +74,7 @@ def infer(
     from urn.cam.infer import run
     from urn.output_record import command_record, input_file
 
-    cfg = _config(config, overrides)
+    cfg = load(config, overrides)
     split = split or cfg.data.train_split
     other = heat_out is not None and heat_out.resolve() != out.resolve()
     record = command_record(
@@ -117,7 +108,7 @@ def pmm(
     from urn.cam.make_masks import run
     from urn.config import with_values
 
-    cfg = _config(config, overrides)
+    cfg = load(config, overrides)
     if method is not None:
         cfg = with_values(cfg, {"pmm.method": method}, where="--method")
     if workers is not None:

@@ -51,10 +51,13 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------- files
-def save_cams(path: Path, classes: Sequence[int], cams: np.ndarray) -> None:
-    """Write ``<id>.npz`` (``classes`` int64 (K,), ``cams`` float16 (K, H, W)) atomically, no pickle."""
+def save_cams(path: Path, classes: Sequence[int], cams: np.ndarray, key: str = "cams") -> None:
+    """Write ``<id>.npz`` (``classes`` int64 (K,), ``cams`` float16 (K, H, W)) atomically, no pickle.
+
+    ``key="probs"``: a heat map, ``probs`` float16 (K + 1, H, W).
+    """
     buf = _io.BytesIO()
-    np.savez(buf, classes=np.asarray(classes, np.int64), cams=np.asarray(cams, np.float16))
+    np.savez(buf, classes=np.asarray(classes, np.int64), **{key: np.asarray(cams, np.float16)})
     io.atomic_write_bytes(path, buf.getvalue())
 
 
@@ -265,9 +268,7 @@ def run(
                 probs = heat_map(
                     image, cams.astype(np.float16).astype(np.float32), cfg.cam.heat_alpha, cfg.pmm.crf_backend
                 )
-                buf = _io.BytesIO()
-                np.savez(buf, classes=np.asarray(classes, np.int64), probs=probs.astype(np.float16))
-                io.atomic_write_bytes(heat_path, buf.getvalue())
+                save_cams(heat_path, classes, probs, key="probs")
             done += 1
         bar.update(1)
     bar.close()

@@ -113,7 +113,7 @@ def _make_one(image_id: str) -> bool:
     layout: DatasetLayout = _WORKER["layout"]  # type: ignore[assignment]
     out_path = Path(_WORKER["out"]) / f"{image_id}.png"  # type: ignore[arg-type]
     size = layout.image_size(image_id)
-    if _complete_png(out_path, size):
+    if io.mask_complete(out_path, size):
         return False
     cam_path = Path(_WORKER["cams"]) / f"{image_id}.npz"  # type: ignore[arg-type]
     classes, cams = read_cams(cam_path, layout.classes.num_classes)
@@ -123,15 +123,6 @@ def _make_one(image_id: str) -> bool:
     mask = pseudo_mask(image, classes.tolist(), cams.astype(np.float32), _WORKER["cfg"])  # type: ignore[arg-type]
     io.save_palette_png(out_path, layout.classes.to_raw(mask))  # raw ids on disk, as training reads them
     return True
-
-
-def _complete_png(path: Path, size: tuple[int, int]) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        return io.read_mask(path).shape == tuple(size)
-    except DataError:
-        return False
 
 
 def run(cfg: Config, cams_dir: Path, split: str, out: Path, *, quiet: bool = False) -> Path:

@@ -15,12 +15,13 @@ Nothing is fixed or written; each line names the offending file first. Checked:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from urn.data.layout import DatasetLayout, parse_split_file, read_target
+from urn.data.layout import DatasetLayout, parse_split_file, read_target, wxh
 from urn.errors import DataError
+from urn.progress import iter_progress
 
 
 def check_dataset(
@@ -62,7 +63,7 @@ def check_dataset(
     tags, tag_file = _load_tags(ds, problems)
     missing_gt: list[str] = []
     missing_tags: list[str] = []
-    for image_id in _maybe_tqdm(ids, progress):
+    for image_id in iter_progress(ids, progress, "check"):
         size = _check_image(ds, image_id, split_file, problems)
         gt_classes = None
         if ds.gt_dir is not None:
@@ -126,7 +127,7 @@ def _check_mask(
         problems.append(str(exc))
         return None
     if size is not None and mask.shape != size:
-        problems.append(f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} != image size {size[1]}x{size[0]}")
+        problems.append(f"{path}: mask size {wxh(mask.shape)} != image size {wxh(size)}")
     return {int(v) for v in np.unique(mask) if 0 < v < ds.classes.num_classes}
 
 
@@ -152,11 +153,3 @@ def _compare_tags(
             f"{gt_path}: classes tagged in the image labels ({tag_file}) but absent from the mask: "
             + ", ".join(names[c] for c in absent)
         )
-
-
-def _maybe_tqdm(items: list[str], progress: bool) -> Any:
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc="check", unit="img", leave=False, disable=None)  # off when not a terminal

@@ -11,12 +11,9 @@ from typing import Annotated, Literal
 
 import typer
 
-data_app = typer.Typer(
-    help="Demo data, image-level labels, dataset checks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from urn.cli_common import command_group
+
+data_app = command_group("Demo data, image-level labels, dataset checks.")
 
 RootArg = Annotated[Path, typer.Argument(help="Dataset root (VOC or COCO voc_format layout).")]
 SplitOpt = Annotated[str, typer.Option("--split", "-s", help="Split name: ImageSets/Segmentation/<split>.txt.")]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from urn.data.layout import DatasetLayout, header, read_target, read_weight, resolve_dir
+from urn.data.layout import DatasetLayout, header, read_target, read_weight, resolve_dir, wxh
 from urn.data.transforms import Normalize, Sample, Transform, eval_transforms
 from urn.errors import DataError, UrnError
 
@@ -50,10 +50,6 @@ __all__ = [
     "read_weight",
     "resolve_dir",
 ]
-
-
-def _wxh(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"
 
 
 def _writable(arr: np.ndarray) -> np.ndarray:
@@ -173,18 +169,17 @@ class SegmentationDataset(Dataset):
         image_id = self.ids[index]
         image = _writable(self.layout.read_image(image_id))
         size = image.shape[:2]
+        target_path = self.target_path(image_id)
         if self.target_dir is None:
-            target_path = self.layout.gt_path(image_id)
             target, byte = self.layout.read_gt(image_id), None
         else:
-            target_path = self.target_dir / f"{image_id}.png"
             target, byte = read_target(target_path, self.layout)
         if target.shape != size:
-            raise DataError(target_path, f"mask size {_wxh(target.shape)} != image size {_wxh(size)}")
+            raise DataError(target_path, f"mask size {wxh(target.shape)} != image size {wxh(size)}")
         if self.uncertainty_dir is not None:
             weight, weight_path = read_weight(self.uncertainty_dir, image_id)
             if weight.shape != size:
-                raise DataError(weight_path, f"weight size {_wxh(weight.shape)} != image size {_wxh(size)}")
+                raise DataError(weight_path, f"weight size {wxh(weight.shape)} != image size {wxh(size)}")
         elif self.weight_source == "pseudo_masks":
             if byte is None:
                 raise DataError(

@@ -8,13 +8,13 @@ module imports both, neither imports it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from urn.data.labels import ImageLabels, read_labels_json
 from urn.data.layout import DatasetLayout
 from urn.io import atomic_write_json
+from urn.progress import iter_progress
 
 
 def derive_labels(layout: DatasetLayout, split: str, *, progress: bool = False) -> ImageLabels:
@@ -35,7 +35,7 @@ def derive_labels(layout: DatasetLayout, split: str, *, progress: bool = False) 
     if layout.gt_dir is None:
         layout.gt_path(ids[0])  # raises the "no ground-truth folder" error
     out: ImageLabels = {}
-    for image_id in _maybe_tqdm(ids, progress, "labels"):
+    for image_id in iter_progress(ids, progress, "labels"):
         mask = layout.read_gt(image_id)
         values = np.unique(mask)
         out[image_id] = tuple(int(v) for v in values if 0 < v < layout.classes.num_classes)
@@ -68,11 +68,3 @@ def make_labels(layout: DatasetLayout, split: str, *, progress: bool = False) ->
     """
     labels = derive_labels(layout, split, progress=progress)
     return write_labels(layout, labels), len(labels)
-
-
-def _maybe_tqdm(items: list[str], progress: bool, desc: str) -> Any:
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="img", leave=False, disable=None)  # off when not a terminal

@@ -218,7 +218,7 @@ class DatasetLayout:
         if check_size:
             size = self.image_size(image_id)
             if mask.shape != size:
-                raise DataError(path, f"mask size {_wxh(mask.shape)} != image size {_wxh(size)}")
+                raise DataError(path, f"mask size {wxh(mask.shape)} != image size {wxh(size)}")
         return mask
 
     def classes_to_train(self, mask_raw: np.ndarray, path: str | Path) -> np.ndarray:
@@ -419,5 +419,6 @@ def _check_id(image_id: str) -> None:
         raise DataError(image_id, bad)
 
 
-def _wxh(shape: tuple[int, ...]) -> str:
+def wxh(shape: tuple[int, ...]) -> str:
+    """``(H, W, ...)`` as ``WxH``, the way messages name image sizes."""
     return f"{shape[1]}x{shape[0]}"

@@ -17,7 +17,7 @@ from urn.config import Config, InferConfig
 from urn.engine import distributed
 from urn.engine.distributed import DistInfo
 from urn.engine.inference import predict_probs
-from urn.io import read_mask, remove_stale_temps, save_palette_png
+from urn.io import mask_complete, remove_stale_temps, save_palette_png
 from urn.metrics import ConfusionMatrix, Scores
 from urn.progress import progress_bar
 
@@ -112,7 +112,7 @@ def predict_split(
         remove_stale_temps(target)
     distributed.barrier()  # no rank starts writing its temp files while rank 0 is sweeping stale ones
     ids = distributed.shard(layout.ids(split), info)
-    todo = [i for i in ids if not _complete_png(target / f"{i}.png")]
+    todo = [i for i in ids if not mask_complete(target / f"{i}.png")]
     bar = progress_bar(
         total=len(ids),
         initial=len(ids) - len(todo),
@@ -128,14 +128,3 @@ def predict_split(
     bar.close()
     distributed.barrier()
     return target
-
-
-def _complete_png(path: Path) -> bool:
-    """True if ``path`` exists and decodes (a resumed run re-does anything else)."""
-    if not path.is_file():
-        return False
-    try:
-        read_mask(path)
-    except Exception:
-        return False
-    return True

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from urn.engine import distributed
 from urn.engine.checkpoint import load_checkpoint
 from urn.errors import UrnError
-from urn.io import remove_stale_temps_of
+from urn.io import remove_path, remove_stale_temps_of
 
 #: What a refusal tells the user to do.
 HINT = "use a new --out or --restart"
@@ -99,11 +98,17 @@ def pick_keys(
     }
 
 
-def normalise_paths(flat: dict[str, Any]) -> dict[str, Any]:
-    """Absolute paths and plain JSON values (lists, not tuples), so stored and fresh identities compare."""
+def normalise_paths(flat: dict[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+    """Absolute paths and plain JSON values (lists, not tuples), so stored and fresh identities compare.
+
+    With ``root``, a path inside it is written ``RUN/...`` (the folder reached by another spelling, or moved).
+    """
+    base = os.path.normpath(os.path.abspath(root)) if root is not None else None
     for key in PATH_KEYS & flat.keys():
         if flat[key] not in (None, ""):
-            flat[key] = os.path.normpath(os.path.abspath(os.path.expanduser(str(flat[key]))))
+            path = os.path.normpath(os.path.abspath(os.path.expanduser(str(flat[key]))))
+            inside = base is not None and (path == base or path.startswith(base + os.sep))
+            flat[key] = "RUN" + path[len(base) :] if inside else path
     return json.loads(json.dumps(flat))
 
 
@@ -194,16 +199,27 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return keys
 
 
-def mismatch_message(path: Path, stored: dict[str, Any], wanted: dict[str, Any], keys: list[str]) -> str:
-    """``PATH was trained with k=old, the command asks new; use a new --out or --restart`` (one line)."""
-    if len(keys) == 1:
-        k = keys[0]
-        return f"{path} was trained with {k}={show_value(stored[k])}, the command asks {show_value(wanted[k])}; {HINT}"
+def mismatch_message(
+    path: Path,
+    stored: dict[str, Any],
+    wanted: dict[str, Any],
+    keys: list[str],
+    *,
+    made: str = "trained",
+    hint: str = HINT,
+    show: Callable[[Any], str] = show_value,
+) -> str:
+    """``PATH was trained with k=old, the command asks new; use a new --out or --restart`` (one line).
+
+    ``made`` and ``hint`` word it for other outputs (``urn run``'s stages); ``show`` writes a value.
+    """
     shown = keys[:MAX_LISTED]
+    old = ", ".join(f"{k}={show(stored[k])}" for k in shown)
+    if len(keys) == 1:
+        return f"{path} was {made} with {old}, the command asks {show(wanted[keys[0]])}; {hint}"
     more = f" and {len(keys) - len(shown)} more keys" if len(keys) > len(shown) else ""
-    old = ", ".join(f"{k}={show_value(stored[k])}" for k in shown)
-    new = ", ".join(f"{k}={show_value(wanted[k])}" for k in shown)
-    return f"{path} was trained with {old}{more}; the command asks {new}; {HINT}"
+    new = ", ".join(f"{k}={show(wanted[k])}" for k in shown)
+    return f"{path} was {made} with {old}{more}; the command asks {new}; {hint}"
 
 
 # ------------------------------------------------------------------------------------------ the door
@@ -256,16 +272,8 @@ def open_run(
             raise UrnError(mismatch_message(path, stored, wanted, keys))
         return state
     if is_main and out.is_dir():  # a fresh run: nothing of an earlier one may stay
-        for name in names:
-            try:
-                if (out / name).is_dir() and not (out / name).is_symlink():
-                    shutil.rmtree(out / name)  # e.g. the TensorBoard event folder
-                else:
-                    (out / name).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise UrnError(f"{out / name}: cannot delete it to start afresh ({exc.strerror or exc})") from None
+        for name in names:  # files, and folders such as the TensorBoard events
+            remove_path(out / name, "cannot delete it to start afresh")
         remove_stale_temps_of(out, names)
     distributed.barrier()
     return None

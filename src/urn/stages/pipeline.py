@@ -48,7 +48,7 @@ from urn.config import Config, config_to_dict
 from urn.engine import distributed
 from urn.engine import resume as resume_policy
 from urn.errors import DataError, UrnError
-from urn.io import atomic_write_json
+from urn.io import atomic_write_json, remove_path
 from urn.stages.checks import COVERAGE, COVERAGE_STAGES, check_coverage
 from urn.stages.configs import stage_configs
 from urn.stages.order import CAM_STAGES, HEAT_STAGES, STAGES
@@ -164,12 +164,12 @@ def stage_reads(stage: str, config: dict[str, Any], run_dir: str | Path) -> dict
     reached by another spelling (or moved) still matches its records.
     """
     picked = resume_policy.pick_keys(config, STAGE_READS[stage], STAGE_IGNORES.get(stage, ()), IGNORED_NAMES)
-    root = os.path.normpath(os.path.abspath(run_dir))
-    for key in resume_policy.PATH_KEYS & picked.keys():
-        if picked[key] not in (None, ""):
-            path = os.path.normpath(os.path.abspath(os.path.expanduser(str(picked[key]))))
-            picked[key] = "RUN" + path[len(root) :] if path == root or path.startswith(root + os.sep) else path
-    return json.loads(json.dumps(picked))
+    return resume_policy.normalise_paths(picked, root=run_dir)
+
+
+def _as_written(value: Any) -> str:
+    """A value as the user wrote it: 11.0 is shown as 11."""
+    return resume_policy.show_value(int(value) if isinstance(value, float) and value.is_integer() else value)
 
 
 def _stored_record(folder: Path) -> dict[str, Any] | None:
@@ -197,22 +197,11 @@ def _check_records(configs: dict[str, Config], run_dir: Path, *, recompute: bool
         keys = resume_policy.differences(stored, wanted)
         if not keys:
             continue
-        later = STAGES[i + 1 :]
         if not recompute:
-
-            def show(v: Any) -> str:  # 11.0 is shown as the 11 the user wrote
-                return resume_policy.show_value(int(v) if isinstance(v, float) and v.is_integer() else v)
-
-            shown = keys[: resume_policy.MAX_LISTED]
-            more = f" and {len(keys) - len(shown)} more keys" if len(keys) > len(shown) else ""
-            if len(keys) == 1:
-                what = f"{keys[0]}={show(stored[keys[0]])}, the command asks {show(wanted[keys[0]])}"
-            else:
-                old = ", ".join(f"{k}={show(stored[k])}" for k in shown)
-                what = f"{old}{more}; the command asks " + ", ".join(f"{k}={show(wanted[k])}" for k in shown)
-            after = f" and the stages after it ({', '.join(later)})" if later else ""
+            after = f" and the stages after it ({', '.join(STAGES[i + 1 :])})" if i + 1 < len(STAGES) else ""
+            hint = f"rerun with --recompute to redo {stage}{after}, or use a new --out"
             raise UrnError(
-                f"{folder} was made with {what}; rerun with --recompute to redo {stage}{after}, or use a new --out"
+                resume_policy.mismatch_message(folder, stored, wanted, keys, made="made", hint=hint, show=_as_written)
             )
         if is_main:
             _delete_after(run_dir, stage, including=True)
@@ -220,27 +209,14 @@ def _check_records(configs: dict[str, Config], run_dir: Path, *, recompute: bool
         return
 
 
-def _delete_stage(folder: Path) -> None:
-    import shutil
-
-    try:
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
-        elif folder.exists() or folder.is_symlink():
-            folder.unlink()
-    except OSError as exc:
-        raise UrnError(f"{folder}: cannot delete this stale stage output ({exc.strerror or exc})") from None
-
-
 def _delete_after(run_dir: Path, stage: str, *, including: bool = False) -> None:
     """Delete the folders of the stages after ``stage`` (and its own with ``including``) and the run
     files that ``stage`` or a later stage makes."""
     start = STAGES.index(stage)
-    for later in STAGES[start + (0 if including else 1) :]:
-        _delete_stage(run_dir / later)
-    for name, maker in RUN_FILES.items():
-        if STAGES.index(maker) >= start:
-            _delete_stage(run_dir / name)
+    stale = [run_dir / later for later in STAGES[start + (0 if including else 1) :]]
+    stale += [run_dir / name for name, maker in RUN_FILES.items() if STAGES.index(maker) >= start]
+    for path in stale:
+        remove_path(path, "cannot delete this stale stage output")
 
 
 def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool, heat: Config | None) -> None:

@@ -10,8 +10,6 @@ import gzip
 import tarfile
 from pathlib import Path
 
-import torch
-
 from urn.config import Config
 from urn.engine import distributed
 from urn.engine.checkpoint import load_model_weights
@@ -74,12 +72,16 @@ def run_train(
     )
 
 
-def _load_model(cfg: Config, checkpoint: str | Path, num_classes: int, info) -> torch.nn.Module:
+def _open_model(cfg: Config, checkpoint: str | Path, device: str | None):  # noqa: ANN202
+    """``(DistInfo, DatasetLayout, the segmentor of checkpoint in eval mode on this process's device)``."""
+    from urn.data.layout import DatasetLayout
     from urn.models import build_segmentor
 
-    model = build_segmentor(cfg.model, num_classes)
+    info = distributed.setup(device)
+    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    model = build_segmentor(cfg.model, layout.classes.num_classes)
     load_model_weights(model, checkpoint)
-    return model.to(info.device).eval()
+    return info, layout, model.to(info.device).eval()
 
 
 def run_eval(
@@ -98,13 +100,10 @@ def run_eval(
         (the per-class table ending in ``mIoU=XX.XX``, the scores as a dict of percentages).
         With ``out``, also writes ``out/metrics.json`` (and ``out/predictions/`` if asked).
     """
-    from urn.data.layout import DatasetLayout
     from urn.engine.evaluate import evaluate_segmentor, uses_crf
 
-    info = distributed.setup(device)
-    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
+    info, layout, model = _open_model(cfg, checkpoint, device)
     split = split or cfg.data.val_split
-    model = _load_model(cfg, checkpoint, layout.classes.num_classes, info)
     pred_dir = Path(out) / "predictions" if (out is not None and save_predictions) else None
     scores = evaluate_segmentor(model, layout, split, cfg, info, pred_dir=pred_dir, quiet=quiet)
     names = list(layout.classes.names)
@@ -141,13 +140,10 @@ def run_predict(
     With ``voc_server``, the PNGs go to ``out/results/VOC2012/Segmentation/comp6_test_cls/`` and
     ``out/results.tar.gz`` is packed for the PASCAL VOC evaluation server (reproducible bytes).
     """
-    from urn.data.layout import DatasetLayout
     from urn.engine.evaluate import predict_split
 
-    info = distributed.setup(device)
+    info, layout, model = _open_model(cfg, checkpoint, device)
     out = Path(out)
-    layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
-    model = _load_model(cfg, checkpoint, layout.classes.num_classes, info)
     if voc_server and info.is_main:
         for tmp in out.glob(f".{TARBALL}.*{TMP_SUFFIX}"):  # an archive a killed run was packing
             tmp.unlink(missing_ok=True)
