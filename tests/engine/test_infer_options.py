@@ -127,3 +127,18 @@ def test_crf_enabled_false_is_an_error_for_the_uncertainty_stage(demo_root: Path
     with pytest.raises(UrnError, match="crf.enabled=false"):
         run_pipeline(cfg, tmp_path / "run", quiet=True, device="cpu")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_eval_and_predict_never_read_the_backbones_imagenet_weights(
+    model: torch.nn.Module, demo_root: Path, tmp_path: Path
+) -> None:
+    """The checkpoint replaces every weight, so the ImageNet file is not opened (here it does not exist)."""
+    from urn.stages.segmentation import run_eval, run_predict
+
+    ckpt = _checkpoint(model, tmp_path / "m.pt")
+    absent = tmp_path / "imagenet.pth"
+    cfg = load_config("demo", [f"data.root={demo_root}", *TINY, f"model.backbone.weights={absent}"])
+    _, result = run_eval(cfg, ckpt, quiet=True, device="cpu")
+    assert 0.0 <= result["miou"] <= 100.0
+    run_predict(cfg, ckpt, tmp_path / "pred", split="val", voc_server=False, quiet=True, device="cpu")
+    assert len(list((tmp_path / "pred" / "predictions").glob("*.png"))) == 3

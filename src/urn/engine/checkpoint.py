@@ -8,15 +8,20 @@ Nothing in a checkpoint is executed on load: ``torch.load(weights_only=True)`` r
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from urn.errors import UrnError
 from urn.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from urn.config import ModelConfig
+    from urn.models import Segmentor
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -90,3 +95,22 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict[str, An
         raise UrnError(f"{path}: checkpoint does not match the model ({'; '.join(parts)})")
     model.load_state_dict(state, strict=True)
     return ckpt
+
+
+def load_segmentor(
+    cfg: ModelConfig, num_classes: int, checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> Segmentor:
+    """The segmentor of ``checkpoint`` (built from ``cfg``), in eval mode on ``device``.
+
+    Built without its backbone's ImageNet weights: the strict load replaces every weight, so reading
+    them (a file, or a download with ``pretrained``) would only cost time.
+
+    Raises:
+        UrnError: the checkpoint is unreadable or does not match the model (:func:`load_model_weights`).
+    """
+    from urn.models import build_segmentor
+
+    bare = dataclasses.replace(cfg.backbone, weights=None, pretrained=False, allow_random_init=True)
+    model = build_segmentor(dataclasses.replace(cfg, backbone=bare), num_classes)
+    load_model_weights(model, checkpoint)
+    return model.to(device).eval()

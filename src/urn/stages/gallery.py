@@ -38,18 +38,15 @@ def write_gallery(cfg: Config, run_dir: Path, out: Path, *, device: str | None =
 
     from urn.crf import CRFParams
     from urn.engine import distributed
-    from urn.engine.checkpoint import load_model_weights
+    from urn.engine.checkpoint import load_segmentor
     from urn.engine.inference import predict_probs
-    from urn.models import build_segmentor
     from urn.stages.uncertainty_report import heatmap
     from urn.uncertainty_core import response_scaling
 
     info = distributed.setup(device)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
     ids = layout.ids(cfg.data.val_split)[:GALLERY_IMAGES]
-    seg1 = build_segmentor(cfg.model, layout.classes.num_classes)
-    load_model_weights(seg1, run_dir / "seg1" / "last.pt")
-    seg1.to(info.device).eval()
+    seg1 = load_segmentor(cfg.model, layout.classes.num_classes, run_dir / "seg1" / "last.pt", info.device)
     pseudo_masker = _val_pseudo_masker(cfg, run_dir, layout)
     out.mkdir(parents=True, exist_ok=True)
     for image_id in ids:

@@ -9,11 +9,17 @@ from __future__ import annotations
 import gzip
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from urn.config import Config
 from urn.engine import distributed
-from urn.engine.checkpoint import load_model_weights
+from urn.engine.checkpoint import load_segmentor
 from urn.io import TMP_SUFFIX, atomic_open, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from urn.data.layout import DatasetLayout
+    from urn.engine.distributed import DistInfo
+    from urn.models import Segmentor
 
 #: The PASCAL VOC evaluation server's layout for segmentation results (competition 6: outside data allowed).
 VOC_SERVER_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
@@ -72,16 +78,13 @@ def run_train(
     )
 
 
-def _open_model(cfg: Config, checkpoint: str | Path, device: str | None):  # noqa: ANN202
-    """``(DistInfo, DatasetLayout, the segmentor of checkpoint in eval mode on this process's device)``."""
+def _open_model(cfg: Config, checkpoint: str | Path, device: str | None) -> tuple[DistInfo, DatasetLayout, Segmentor]:
+    """The process's distributed info, the dataset, and the segmentor of ``checkpoint`` in eval mode."""
     from urn.data.layout import DatasetLayout
-    from urn.models import build_segmentor
 
     info = distributed.setup(device)
     layout = DatasetLayout.open(cfg.data.root, cfg.data.layout, cfg.data.classes_file)
-    model = build_segmentor(cfg.model, layout.classes.num_classes)
-    load_model_weights(model, checkpoint)
-    return info, layout, model.to(info.device).eval()
+    return info, layout, load_segmentor(cfg.model, layout.classes.num_classes, checkpoint, info.device)
 
 
 def run_eval(

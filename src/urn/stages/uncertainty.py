@@ -129,12 +129,9 @@ def run_uncertainty(
 
     model = None
     if checkpoint is not None:
-        from urn.engine.checkpoint import load_model_weights
-        from urn.models import build_segmentor
+        from urn.engine.checkpoint import load_segmentor
 
-        model = build_segmentor(cfg.model, classes.num_classes)
-        load_model_weights(model, checkpoint)
-        model.to(info.device).eval()
+        model = load_segmentor(cfg.model, classes.num_classes, checkpoint, info.device)
     params = CRFParams.from_config(cfg.crf)
 
     def load(image_id: str) -> tuple[np.ndarray, Any]:
