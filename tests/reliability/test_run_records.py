@@ -120,3 +120,33 @@ def test_deleted_upstream_folder_invalidates_the_later_stages(cli, demo_root, ru
     for stage in STAGES[STAGES.index("seg1") :]:
         assert not (run / stage).exists(), stage
     assert not (run / "metrics.json").exists() and not (run / "report.html").exists()
+
+
+def test_a_relative_data_root_matches_from_another_folder(cli, demo_root, run, monkeypatch):
+    """Records keep the folder their relative paths were relative to: the same dataset, given as
+    ``data.root=demo`` from its parent and by its absolute path from elsewhere, is the same input."""
+    for stage in STAGES:
+        done = run / stage / "DONE.json"
+        if done.is_file():
+            record = json.loads(done.read_text())
+            record["config"]["data"]["root"] = demo_root.name
+            record["cwd"] = str(demo_root.parent)
+            done.write_text(json.dumps(record))
+    before = _stamps(run)
+    monkeypatch.chdir(run.parent)  # not the folder "demo" is relative to
+    result = cli(*_run_args(demo_root, run))
+    assert result.code == 0, result.text
+    assert _stamps(run) == before
+
+
+def test_recompute_never_deletes_a_stage_before_from(cli, demo_root, run):
+    """``--from`` takes the earlier stages as they are: one made otherwise stops the run, even with
+    ``--recompute``, and nothing is deleted."""
+    before = _stamps(run)
+    result = cli(*_run_args(demo_root, run, "pmm.bg_power=11", "--from", "uncertainty", "--recompute"))
+    assert_user_error(
+        result,
+        f"{run / 'pseudo_masks'} was made with pmm.bg_power=",
+        "the command asks 11; --from uncertainty uses it as it is: rerun without --from to redo it",
+    )
+    assert _stamps(run) == before

@@ -98,15 +98,17 @@ def pick_keys(
     }
 
 
-def normalise_paths(flat: dict[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+def normalise_paths(flat: dict[str, Any], root: str | Path | None = None, cwd: str | None = None) -> dict[str, Any]:
     """Absolute paths and plain JSON values (lists, not tuples), so stored and fresh identities compare.
 
-    With ``root``, a path inside it is written ``RUN/...`` (the folder reached by another spelling, or moved).
+    Relative paths are taken from ``cwd`` (default: the current folder; a stored record passes the
+    folder it was written from). With ``root``, a path inside it is written ``RUN/...`` (the folder
+    reached by another spelling, or moved).
     """
     base = os.path.normpath(os.path.abspath(root)) if root is not None else None
     for key in PATH_KEYS & flat.keys():
         if flat[key] not in (None, ""):
-            path = os.path.normpath(os.path.abspath(os.path.expanduser(str(flat[key]))))
+            path = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(str(flat[key]))))
             inside = base is not None and (path == base or path.startswith(base + os.sep))
             flat[key] = "RUN" + path[len(base) :] if inside else path
     return json.loads(json.dumps(flat))

@@ -109,7 +109,7 @@ def run_pipeline(
         raise DataError(cfg.data.pseudo_masks, "pseudo-mask folder not found (data.pseudo_masks)")
     first = STAGES.index(from_stage) if from_stage else 0
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
-    _check_records(configs, run_dir, recompute=recompute, is_main=info.is_main)
+    _check_records(configs, run_dir, recompute=recompute, is_main=info.is_main, first=first)
     if not cfg.crf.enabled and "uncertainty" in STAGES[first : last + 1]:
         from urn.stages.uncertainty import CRF_REQUIRED
 
@@ -154,17 +154,23 @@ def run_pipeline(
 # ------------------------------------------------------------------------------------ stage records
 def _record(stage: str, configs: dict[str, Config], run_dir: Path) -> dict[str, Any]:
     """What ``DONE.json`` / ``STARTED.json`` hold: the stage, its resolved config and the run folder."""
-    return {"stage": stage, "config": config_to_dict(configs[stage]), "run_dir": os.path.abspath(run_dir)}
+    return {
+        "stage": stage,
+        "config": config_to_dict(configs[stage]),
+        "run_dir": os.path.abspath(run_dir),
+        "cwd": os.getcwd(),  # what the config's relative paths (data.root=data/demo) were relative to
+    }
 
 
-def stage_reads(stage: str, config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def stage_reads(stage: str, config: dict[str, Any], run_dir: str | Path, cwd: str | None = None) -> dict[str, Any]:
     """The keys of ``config`` (plain data) that ``stage`` reads, flattened and comparable.
 
-    Paths are absolute, and those inside ``run_dir`` are written ``RUN/...``, so a run folder
-    reached by another spelling (or moved) still matches its records.
+    Paths are absolute (relative ones taken from ``cwd``, default the current folder), and those inside
+    ``run_dir`` are written ``RUN/...``, so a run folder reached by another spelling (or moved) still
+    matches its records.
     """
     picked = resume_policy.pick_keys(config, STAGE_READS[stage], STAGE_IGNORES.get(stage, ()), IGNORED_NAMES)
-    return resume_policy.normalise_paths(picked, root=run_dir)
+    return resume_policy.normalise_paths(picked, root=run_dir, cwd=cwd)
 
 
 def _as_written(value: Any) -> str:
@@ -185,18 +191,29 @@ def _stored_record(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def _check_records(configs: dict[str, Config], run_dir: Path, *, recompute: bool, is_main: bool) -> None:
-    """Stop (or, with ``recompute``, delete from there on) at the first stage made with other values."""
+def _check_records(
+    configs: dict[str, Config], run_dir: Path, *, recompute: bool, is_main: bool, first: int = 0
+) -> None:
+    """Stop (or, with ``recompute``, delete from there on) at the first stage made with other values.
+
+    A stage before ``first`` (``--from``) is an input the command does not redo: made otherwise, it
+    stops the run even with ``recompute`` (deleting it would lose work the command excluded).
+    """
     for i, stage in enumerate(STAGES):
         folder = run_dir / stage
         record = _stored_record(folder)
         if record is None:
             continue
-        stored = stage_reads(stage, record["config"], record.get("run_dir") or run_dir)
+        stored = stage_reads(stage, record["config"], record.get("run_dir") or run_dir, record.get("cwd"))
         wanted = stage_reads(stage, config_to_dict(configs[stage]), run_dir)
         keys = resume_policy.differences(stored, wanted)
         if not keys:
             continue
+        if i < first:
+            hint = f"--from {STAGES[first]} uses it as it is: rerun without --from to redo it, or use a new --out"
+            raise UrnError(
+                resume_policy.mismatch_message(folder, stored, wanted, keys, made="made", hint=hint, show=_as_written)
+            )
         if not recompute:
             after = f" and the stages after it ({', '.join(STAGES[i + 1 :])})" if i + 1 < len(STAGES) else ""
             hint = f"rerun with --recompute to redo {stage}{after}, or use a new --out"
