@@ -150,3 +150,18 @@ def test_infer_stage_resume_and_shards(tiny_run: dict, tmp_path: Path, monkeypat
     changed = [k for k in after if after[k] != before[k]]
     assert changed == [f"{ids[0]}.npz"]
     assert os.environ.get("RANK") is None
+
+
+def test_load_classifier_of_a_reference_preset_reads_no_imagenet_weights(tiny_run: dict, tmp_path: Path) -> None:
+    """A classifier trained under a reference preset (``allow_random_init: false``, ImageNet weights from a
+    file) loads from its checkpoint alone: the file may be gone, and the init check does not refuse."""
+    from urn.cam.infer import load_classifier
+    from urn.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_run["checkpoint"])
+    backbone = ckpt["config"]["cam"]["backbone"]
+    backbone.update(allow_random_init=False, weights=str(tmp_path / "gone_imagenet.pth"))
+    path = tmp_path / "last.pt"
+    torch.save(ckpt, path)
+    net, trained = load_classifier(path)
+    assert trained.cam.backbone.allow_random_init is False and not net.training

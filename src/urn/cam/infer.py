@@ -206,8 +206,8 @@ def load_classifier(checkpoint: Path, device: torch.device | str = "cpu") -> tup
     if "config" not in ckpt or "num_classes" not in ckpt:
         raise UrnError(f"{checkpoint}: not a `urn cam train` checkpoint (no config / num_classes)")
     trained = config_from_dict(ckpt["config"])
-    # the checkpoint holds every weight: never download or read files
-    backbone = dataclasses.replace(trained.cam.backbone, pretrained=False, weights=None)
+    # the checkpoint holds every weight: never download or read files (and so no init check to pass)
+    backbone = dataclasses.replace(trained.cam.backbone, pretrained=False, weights=None, allow_random_init=True)
     cam_cfg = dataclasses.replace(trained.cam, backbone=backbone, freeze_stem=False)
     net = build_cam_net(cam_cfg, int(ckpt["num_classes"]))
     net.load_state_dict(model_state(ckpt))
