@@ -20,7 +20,9 @@ benchmark that adds the network's forward passes in front.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,31 @@ def photo_case(num_present: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 # ------------------------------------------------------------------------------------------- running
 
 
+@contextlib.contextmanager
+def timed_products() -> Iterator[list[float]]:
+    """Accumulate the wall time of the batched backend's sparse products (CPU only: CUDA is async).
+
+    Yields a one-element list that holds the seconds spent in :func:`urn.crf.batched._spmm` so far: the
+    lattice filtering (splat, blurs, slice) at setup and in every mean-field iteration. With everything
+    else free, a path could be at most ``reference / products`` times faster than the reference.
+    """
+    from urn.crf import batched
+
+    spent = [0.0]
+    original = batched._spmm
+
+    def spmm(*args, **kwargs):
+        t = time.perf_counter()
+        original(*args, **kwargs)
+        spent[0] += time.perf_counter() - t
+
+    batched._spmm = spmm
+    try:
+        yield spent
+    finally:
+        batched._spmm = original
+
+
 @dataclass
 class Run:
     """Everything one backend produced for one image, with timings in seconds."""
@@ -120,6 +147,7 @@ class Run:
     weights: np.ndarray
     times: dict[str, float] = field(default_factory=dict)
     cpu: float = 0.0  # process CPU seconds (all threads): robust to other load when single-threaded
+    products: float = 0.0  # batched on CPU: seconds inside the lattice filter's sparse products
 
     @property
     def total(self) -> float:
@@ -139,11 +167,20 @@ def run_response_scaling(
     """:func:`urn.uncertainty_core.response_scaling`, instrumented: keeps every problem's argmax.
 
     Times: ``build`` (lattices and filter matrices; ~0 for pydensecrf, whose calls rebuild them),
-    ``main`` (the C-label CRF), ``scaled`` (the 6K response-scaling CRFs). ``cold`` clears the
-    batched backend's cache of position kernels first (they are reused across same-size images).
+    ``main`` (the C-label CRF), ``scaled`` (the 6K response-scaling CRFs); ``products``, the part of
+    them spent in the lattice filter's sparse products (batched on CPU). ``cold`` clears the batched
+    backend's cache of position kernels first (they are reused across same-size images).
     """
     if cold:
         clear_kernel_cache()
+    with timed_products() as products:
+        run = _response_scaling(image, probs, backend, exponents, params, device)
+    if backend == "batched" and (device is None or torch.device(device).type == "cpu"):
+        run.products = products[0]
+    return run
+
+
+def _response_scaling(image, probs, backend, exponents, params, device) -> Run:
     c0 = time.process_time()
     t0 = time.perf_counter()
     solver = CRFSolver(image, params, backend=backend, device=device)
@@ -164,6 +201,15 @@ def run_response_scaling(
     weights = loss_weights_from_uncertainty(normalise_uncertainty(raw))
     times = {"build": t1 - t0, "main": t2 - t1, "scaled": t3 - t2}
     return Run(mask, present, [mask, *argmaxes], weights, times, time.process_time() - c0)
+
+
+def print_products_bound(reference: float, batched: float, products: float) -> None:
+    """The ceiling the sparse products set: ``reference / products`` (CPU runs; nothing on CUDA)."""
+    if products > 0:
+        print(
+            f"sparse products: {products:.2f}s of batched {batched:.2f}s ({products / batched:.0%}); "
+            f"were all else free, the speedup would be {reference / products:.1f}"
+        )
 
 
 def compare(ref: Run, fast: Run) -> dict[str, float]:
@@ -283,7 +329,7 @@ def main() -> None:
             if photo is not None:
                 cases.append((f"photo K={k}", photo))
 
-    tot_ref = tot_fast = 0.0
+    tot_ref = tot_fast = tot_products = 0.0
     worst, within = 1.0, []
     for name, (image, probs) in cases:
         best_ref = best_fast = None
@@ -299,7 +345,8 @@ def main() -> None:
         print(
             f"{name:16s} L={best_ref.present} problems={n_problems:2d} "
             f"ref {best_ref.total:6.2f}s  batched {best_fast.total:5.2f}s "
-            f"(build {t['build']:.2f} main {t['main']:.2f} scaled {t['scaled']:.2f})  "
+            f"(build {t['build']:.2f} main {t['main']:.2f} scaled {t['scaled']:.2f}; "
+            f"products {best_fast.products:.2f})  "
             f"x{best_ref.total / best_fast.total:4.1f} (cpu {best_ref.cpu:5.2f}s/{best_fast.cpu:5.2f}s "
             f"x{best_ref.cpu / best_fast.cpu:4.1f})  mask {100 * cmp['mask']:.3f}%  "
             f"problems worst {100 * cmp['worst']:.3f}% mean {100 * cmp['mean']:.4f}%  "
@@ -310,9 +357,11 @@ def main() -> None:
             profile_batched(image, probs, best_ref.present)
         tot_ref += best_ref.total
         tot_fast += best_fast.total
+        tot_products += best_fast.products
         worst = min(worst, cmp["worst"])
         within.append(cmp["weights_within"])
     print(f"total: reference {tot_ref:.2f}s, batched {tot_fast:.2f}s over {len(cases)} images")
+    print_products_bound(tot_ref, tot_fast, tot_products)
     print(f"speedup={tot_ref / tot_fast:.1f} agreement={100 * worst:.2f}% weights_within={100 * np.mean(within):.2f}%")
 
 

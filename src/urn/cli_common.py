@@ -73,17 +73,6 @@ def claim_recorded(
     return recorded_output(out, record, recompute=recompute, option=option, command_line=command_line)
 
 
-class _Below(logging.Filter):
-    """Passes records below ``level`` (the stdout handler leaves warnings to stderr)."""
-
-    def __init__(self, level: int) -> None:
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < self.level
-
-
 class _CurrentStream(logging.StreamHandler):
     """A stream handler writing to whatever ``sys.stdout`` / ``sys.stderr`` is at the time of each record
     (a redirected or captured stream included), never to one captured when logging was configured."""
@@ -111,7 +100,7 @@ def configure_logging(quiet: bool = False) -> None:
             logger.removeHandler(handler)
     fmt = logging.Formatter("[urn] %(message)s")
     info = _CurrentStream("stdout")
-    info.addFilter(_Below(logging.WARNING))
+    info.addFilter(lambda record: record.levelno < logging.WARNING)  # warnings go to stderr only
     warn = _CurrentStream("stderr")
     warn.setLevel(logging.WARNING)
     for handler in (info, warn):

@@ -64,16 +64,9 @@ class ConfusionMatrix:
     def update_mask(self, gt: np.ndarray, mask: np.ndarray) -> None:
         """Add a pseudo-mask (or any mask that may leave pixels out): its unsure pixels (255) count as
         background (IRN's convention), so leaving pixels out can never raise the score. Every scorer of
-        masks (``urn score-masks``, the pmm stage, the uncertainty report) uses this one rule."""
+        masks (``urn score-masks``, the uncertainty report) uses this one rule."""
         mask = np.asarray(mask)
         self.update(gt, np.where(mask == IGNORE_INDEX, 0, mask))
-
-    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        """Add another matrix's counts into this one (for example from another rank)."""
-        if other.num_classes != self.num_classes:
-            raise ValueError("cannot merge matrices of different sizes")
-        self.mat += other.mat
-        return self
 
     def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrix over all ranks of an initialised ``torch.distributed`` group (no-op otherwise)."""

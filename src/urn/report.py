@@ -51,9 +51,8 @@ def _png_uri(array_or_path: np.ndarray | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _img(src: np.ndarray | Path, alt: str, width: int | None = None) -> str:
-    w = f' width="{width}"' if width else ""
-    return f'<img src="{_png_uri(src)}" alt="{html.escape(alt)}"{w}>'
+def _img(src: np.ndarray | Path, alt: str) -> str:
+    return f'<img src="{_png_uri(src)}" alt="{html.escape(alt)}">'
 
 
 def _fmt(v: Any) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from urn.crf import URN_CRF, CRFSolver
 from urn.crf.batched import LatticeKernel, PairwiseOperator
-from urn.crf.lattice import bilateral_features, build_lattice, filter_reference, gaussian_features
+from urn.crf.lattice import Lattice, bilateral_features, build_lattice, gaussian_features
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -18,6 +18,30 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([(xx * 7 + c * 50) % 256 for c in range(3)], -1) * (yy[..., None] > h // 2)
     return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def filter_reference(lattice: Lattice, values: torch.Tensor) -> torch.Tensor:
+    """Splat, blur and slice with plain gathers/scatters (the readable version; used by tests).
+
+    Args:
+        lattice: the lattice of the N points.
+        values: (N, C) float32.
+
+    Returns:
+        (N, C) float32, the lattice approximation of the Gaussian filter of ``values``.
+    """
+    n, c = values.shape
+    d1 = lattice.d + 1
+    m = lattice.num_vertices
+    grid = values.new_zeros(m + 1, c)  # row m: the zero value of a missing neighbour
+    contrib = (lattice.weight[:, :, None] * values[:, None, :]).reshape(-1, c)
+    grid.index_add_(0, lattice.vertex.reshape(-1), contrib)
+    for j in range(d1):
+        n1, n2 = lattice.neighbors[j]
+        blurred = grid[:m] + 0.5 * (grid[n1] + grid[n2])
+        grid = torch.cat([blurred, grid[m:]])
+    gathered = grid[lattice.vertex.reshape(-1)].view(n, d1, c)
+    return (gathered * (lattice.weight * lattice.alpha)[:, :, None]).sum(1)
 
 
 @pytest.mark.parametrize("order", ["code", "first_touch"])

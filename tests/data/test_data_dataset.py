@@ -1,8 +1,7 @@
-"""SegmentationDataset / ImageDataset: targets, weights, formats, errors, determinism, GT isolation."""
+"""SegmentationDataset: targets, weights, formats, errors, determinism, GT isolation."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from urn.config import DataConfig
-from urn.data.dataset import ImageDataset, SegmentationDataset, collate, read_target
+from urn.data.dataset import SegmentationDataset, read_target
 from urn.data.layout import DatasetLayout
 from urn.data.transforms import train_transforms
 from urn.errors import DataError, UrnError
@@ -95,8 +94,8 @@ def test_worker_processes_give_the_same_samples(demo_copy: Path) -> None:
     tf = train_transforms(DataConfig(base_size=(96, 48), crop_size=32))
     ds = SegmentationDataset(DatasetLayout.open(demo_copy), "train", target_dir=pseudo, transform=tf)
     keys = [7, 1, 12, 5]
-    main = collate([ds[k] for k in keys])
-    loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=2, collate_fn=collate)
+    main = default_collate([ds[k] for k in keys])
+    loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=2)
     batches = list(loader)
     assert torch.equal(torch.cat([b["image"] for b in batches]), main["image"])
     assert torch.equal(torch.cat([b["target"] for b in batches]), main["target"])
@@ -185,19 +184,3 @@ def test_bad_targets(demo_copy: Path) -> None:
     (pseudo / "train_0004.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"train_0004\.png"):
         ds[4]
-
-
-def test_image_dataset_and_collate(demo_copy: Path) -> None:
-    shutil.rmtree(demo_copy / "SegmentationClass")
-    layout = DatasetLayout.open(demo_copy)
-    ds = ImageDataset(layout, "val")
-    item = ds[0]
-    assert item["image"].shape == (3, 48, 64) and item["image"].dtype == torch.float32
-    assert item["rgb"].shape == (48, 64, 3) and item["rgb"].dtype == torch.uint8
-    assert item["size"] == (48, 64) and item["id"] == "val_0000" and item["index"] == 0
-    batch = collate([ds[0], ds[1]])
-    assert batch["image"].shape == (2, 3, 48, 64) and batch["id"] == ["val_0000", "val_0001"]
-    assert batch["index"].tolist() == [0, 1]
-    small = dict(item, image=item["image"][:, :10])
-    mixed = collate([item, small])
-    assert isinstance(mixed["image"], list) and len(mixed["image"]) == 2

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from urn.data.label_writing import derive_labels, write_labels
-from urn.data.labels import load_labels_file, to_multi_hot
+from urn.data.labels import load_labels_file
 from urn.data.layout import DatasetLayout
 from urn.errors import DataError
 from urn.io import save_palette_png
@@ -224,7 +224,13 @@ def test_derive_and_write_labels_merges(tmp_path: Path) -> None:
     assert data == {"other": [5], "a": [1], "b": [2], "c": [3]}
     assert ds.image_labels()["a"] == (1,)
     assert not list(root.glob("*.urn-tmp"))
-    assert to_multi_hot((1, 3), 4).tolist() == [1.0, 0.0, 1.0]
+    # the classifier's multi-hot targets from these labels: entry k - 1 = class k (torch: import here)
+    from urn.cam.data import CAMTrainDataset
+    from urn.config import CAMConfig
+
+    targets = CAMTrainDataset(ds, ["a", "c"], {"a": (1, 3), "c": (3,)}, CAMConfig()).targets
+    assert targets.shape == (2, 20) and targets.dtype == np.float32
+    assert np.argwhere(targets).tolist() == [[0, 0], [0, 2], [1, 2]]
 
 
 # ------------------------------------------------------------------------------------------ COCO

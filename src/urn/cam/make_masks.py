@@ -11,7 +11,7 @@ reference). ``pmm.method``:
 
 Resumable (readable outputs of the right size are kept, stale temps of this rank's ids swept),
 sharded (``ids[rank::world]``), optionally over a process pool (``pmm.num_workers``). Never reads
-ground truth; :func:`score_mask_dir` does, for reports only.
+ground truth.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from urn.config import Config, PMMConfig
 from urn.crf import CRFParams
 from urn.data.layout import DatasetLayout
 from urn.errors import DataError
-from urn.metrics import ConfusionMatrix
 from urn.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -171,13 +170,3 @@ def run(cfg: Config, cams_dir: Path, split: str, out: Path, *, quiet: bool = Fal
         io.atomic_write_json(out / AUTO_ALPHA_FILE, chosen)
     log.info("pmm %s: %d masks written, %d already complete", split, written, len(ids) - written)
     return out
-
-
-def score_mask_dir(layout: DatasetLayout, ids: Sequence[str], mask_dir: Path) -> ConfusionMatrix:
-    """Score ``mask_dir/<id>.png`` against the layout's ground truth (evaluation only; 255 in a
-    prediction counts as background, since an ignored pixel is still a pixel the mask misses)."""
-    cm = ConfusionMatrix(layout.classes.num_classes)
-    for image_id in ids:
-        path = Path(mask_dir) / f"{image_id}.png"
-        cm.update_mask(layout.read_gt(image_id), layout.classes_to_train(io.read_mask(path), path))
-    return cm

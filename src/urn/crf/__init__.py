@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from urn.crf.params import PMM_CRF, PMM_STAGE2_CRF, URN_CRF, CRFParams
-from urn.crf.solver import BACKENDS, MAX_CHANNELS, Backend, CRFSolver, resolve_backend
+from urn.crf.solver import BACKENDS, MAX_CHANNELS, CRFSolver, resolve_backend
 
 __all__ = [
     "BACKENDS",
-    "Backend",
     "CRFParams",
     "CRFSolver",
     "MAX_CHANNELS",

@@ -245,27 +245,3 @@ def bilateral_features(
         srgb, dtype=torch.float32, device=device
     )
     return torch.cat([pos, col], 1)
-
-
-def filter_reference(lattice: Lattice, values: torch.Tensor) -> torch.Tensor:
-    """Splat, blur and slice with plain gathers/scatters (the readable version; used by tests).
-
-    Args:
-        lattice: the lattice of the N points.
-        values: (N, C) float32.
-
-    Returns:
-        (N, C) float32, the lattice approximation of the Gaussian filter of ``values``.
-    """
-    n, c = values.shape
-    d1 = lattice.d + 1
-    m = lattice.num_vertices
-    grid = values.new_zeros(m + 1, c)  # row m: the zero value of a missing neighbour
-    contrib = (lattice.weight[:, :, None] * values[:, None, :]).reshape(-1, c)
-    grid.index_add_(0, lattice.vertex.reshape(-1), contrib)
-    for j in range(d1):
-        n1, n2 = lattice.neighbors[j]
-        blurred = grid[:m] + 0.5 * (grid[n1] + grid[n2])
-        grid = torch.cat([blurred, grid[m:]])
-    gathered = grid[lattice.vertex.reshape(-1)].view(n, d1, c)
-    return (gathered * (lattice.weight * lattice.alpha)[:, :, None]).sum(1)

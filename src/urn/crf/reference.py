@@ -41,21 +41,6 @@ def unary_energy(probs: np.ndarray, prob_floor: float) -> np.ndarray:
     return np.ascontiguousarray(-np.log(np.clip(p, prob_floor, 1.0)), dtype=np.float32)
 
 
-def dense_crf_reference(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
-    """One pydensecrf2 call, as in the URN reference's ``DenseCRF``.
-
-    Args:
-        image: (H, W, 3) uint8 RGB, C-contiguous.
-        probs: (K, H, W) float32 probabilities.
-        params: CRF parameters.
-
-    Returns:
-        (K, H, W) float32 marginals.
-    """
-    k, h, w = probs.shape
-    return dense_crf_energy(image, unary_energy(probs, params.prob_floor), params).reshape(k, h, w)
-
-
 def dense_crf_energy(image: np.ndarray, unary: np.ndarray, params: CRFParams) -> np.ndarray:
     """One pydensecrf2 call from unary energies.
 

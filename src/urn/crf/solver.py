@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
@@ -11,7 +10,6 @@ import torch
 from urn.crf.params import CRFParams
 from urn.crf.reference import dense_crf_energy, import_pydensecrf, unary_energy
 
-Backend = Literal["auto", "pydensecrf", "batched"]
 BACKENDS: tuple[str, ...] = ("auto", "pydensecrf", "batched")
 
 #: Label channels filtered together per pass in the batched backend. The cost per channel is flat
@@ -56,20 +54,15 @@ def check_probs(probs: np.ndarray, hw: tuple[int, int], what: str = "probabiliti
 
 
 def resolve_backend(backend: str) -> str:
-    """The concrete backend for ``backend``: "auto" is "batched" if it imports, else "pydensecrf".
+    """The concrete backend for ``backend``: "auto" is "batched".
 
     Raises:
         ValueError: unknown backend name.
-        UrnError: "pydensecrf" asked for (or needed) and pydensecrf2 is not installed.
+        UrnError: "pydensecrf" asked for and pydensecrf2 is not installed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown CRF backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        try:
-            import urn.crf.batched  # noqa: F401  (needs only torch)
-        except ImportError:  # pragma: no cover - torch is a hard dependency
-            import_pydensecrf()
-            return "pydensecrf"
         return "batched"
     if backend == "pydensecrf":
         import_pydensecrf()

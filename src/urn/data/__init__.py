@@ -17,7 +17,7 @@ from urn.data.classes import (
 from urn.data.layout import DatasetLayout
 from urn.data.transforms import train_transforms
 
-_TORCH_NAMES = ("ImageDataset", "SegmentationDataset", "collate")
+_TORCH_NAMES = ("SegmentationDataset",)
 
 
 def __getattr__(name: str) -> object:
@@ -35,10 +35,8 @@ __all__ = [
     "VOC_CLASSES",
     "ClassList",
     "DatasetLayout",
-    "ImageDataset",
     "SegmentationDataset",
     "coco",
-    "collate",
     "read_classes_file",
     "train_transforms",
     "voc",

@@ -1,4 +1,4 @@
-"""PyTorch datasets: segmentation training samples (image, target, per-pixel weight) and plain images.
+"""PyTorch dataset: segmentation training samples (image, target, per-pixel weight).
 
 Training targets come from a pseudo-mask folder (weak supervision, the default) or from ground truth
 (``fully_supervised=True``, the upper bound). Ground truth is never opened otherwise, so weak training
@@ -38,14 +38,12 @@ import torch
 from torch.utils.data import Dataset
 
 from urn.data.layout import DatasetLayout, header, read_target, read_weight, resolve_dir, wxh
-from urn.data.transforms import Normalize, Sample, Transform, eval_transforms
+from urn.data.transforms import Normalize, Sample, Transform
 from urn.errors import DataError, UrnError
 
 _NORMALIZE = Normalize()
 __all__ = [
-    "ImageDataset",
     "SegmentationDataset",
-    "collate",
     "read_target",
     "read_weight",
     "resolve_dir",
@@ -200,54 +198,3 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             sample = self.transform(sample, np.random.default_rng((self.seed, key)))
         return _to_tensors(sample)
-
-
-class ImageDataset(Dataset):
-    """Images only (no targets), for CAM and segmentation inference.
-
-    Args:
-        layout: the dataset.
-        split: split name.
-        transform: applied to ``{"image": uint8 RGB}``; None = Normalize only.
-        seed: base seed of the per-item generators (for a random transform).
-
-    Items: ``image`` float32 (3, H', W') after the transform; ``rgb`` uint8 (H, W, 3) tensor, the
-    original image (for CRFs and overlays); ``size`` ``(H, W)`` original size; ``id`` str; ``index`` int.
-    """
-
-    def __init__(self, layout: DatasetLayout, split: str, *, transform: Transform | None = None, seed: int = 0) -> None:
-        self.layout = layout
-        self.split = split
-        self.ids = layout.ids(split)
-        self.transform = transform if transform is not None else eval_transforms()
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
-        image_id = self.ids[index]
-        image = _writable(self.layout.read_image(image_id))
-        sample = self.transform({"image": image}, np.random.default_rng((self.seed, index % len(self))))
-        out = _to_tensors(sample)
-        out.update(rgb=torch.from_numpy(image), size=image.shape[:2], id=image_id, index=index)
-        return out
-
-
-def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch a list of items: equal-shape tensors are stacked, ints become a tensor, the rest lists.
-
-    Images of different sizes (inference) therefore come back as a list of tensors.
-    """
-    out: dict[str, Any] = {}
-    for key in batch[0]:
-        values = [item[key] for item in batch]
-        first = values[0]
-        if isinstance(first, torch.Tensor) and all(v.shape == first.shape for v in values):
-            out[key] = torch.stack(values)
-        elif isinstance(first, int) and not isinstance(first, bool):
-            out[key] = torch.tensor(values, dtype=torch.int64)
-        else:
-            out[key] = values
-    return out

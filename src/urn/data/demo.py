@@ -267,8 +267,8 @@ def write_procedural(
     seed: int,
     render: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
     *,
-    generator: str = "procedural",
-    args: dict | None = None,
+    generator: str,
+    args: dict,
 ) -> DatasetLayout:
     """Write a procedural dataset in VOC layout (atomically) and return its layout.
 
@@ -279,9 +279,8 @@ def write_procedural(
     each mask; a previous file is replaced, not merged) complete the dataset.
 
     ``out`` is claimed first (:func:`urn.data.generated.claim_folder`): ``generator`` and ``args``
-    (every argument the bytes depend on; default: the classes, sizes and seed) go into its
-    ``.urn-dataset.json`` marker. A folder holding anything else is refused; the complete dataset of
-    the same generator and arguments is left as it is.
+    (every argument the bytes depend on) go into its ``.urn-dataset.json`` marker. A folder holding
+    anything else is refused; the complete dataset of the same generator and arguments is left as it is.
 
     Raises:
         DataError: ``out`` is not empty and not this generator's output with these arguments.
@@ -291,8 +290,6 @@ def write_procedural(
     root = Path(out)
     split_dir = root / "ImageSets" / "Segmentation"
     splits = {"train": [f"train_{i:04d}" for i in range(n_train)], "val": [f"val_{i:04d}" for i in range(n_val)]}
-    if args is None:
-        args = {"classes": list(classes.names), "n_train": n_train, "n_val": n_val, "seed": seed}
     files = [f"{sub}/{i}.{ext}" for ids in splits.values() for i in ids for sub, ext in _FILES]
     files += [f"ImageSets/Segmentation/{split}.txt" for split in splits] + ["classes.txt", "cls_labels.json"]
     if claim_folder(root, generator, args, files):

@@ -166,13 +166,3 @@ def _decode_key(key: Any, path: Path) -> str:
         # IRN parses "2007_000032" with np.loadtxt(int), giving 2007000032; undo that.
         return f"{s[:4]}_{s[4:]}" if len(s) == 10 else s
     raise DataError(path, f"label dict keys must be image ids, got {type(key).__name__}")
-
-
-def to_multi_hot(tags: tuple[int, ...] | list[int], num_classes: int) -> np.ndarray:
-    """Contiguous foreground indices -> ``(num_classes - 1,)`` float32 multi-hot (entry k = class k+1)."""
-    vec = np.zeros(num_classes - 1, dtype=np.float32)
-    for t in tags:
-        if not 1 <= t < num_classes:
-            raise ValueError(f"foreground index {t} outside 1..{num_classes - 1}")
-        vec[t - 1] = 1.0
-    return vec

@@ -267,8 +267,3 @@ def train_transforms(data_cfg: Any) -> Compose:
         steps.append(PhotoMetricDistortion())
     steps += [Normalize(), Pad(data_cfg.crop_size)]
     return Compose(steps)
-
-
-def eval_transforms() -> Compose:
-    """Inference preprocessing: Normalize only (scales and flips belong to the inference engine)."""
-    return Compose([Normalize()])

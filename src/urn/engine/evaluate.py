@@ -58,20 +58,17 @@ def evaluate_segmentor(
     info: DistInfo,
     *,
     quick: bool = False,
-    infer: InferConfig | None = None,
     pred_dir: Path | None = None,
     quiet: bool = True,
 ) -> Scores:
     """mIoU of ``model`` on ``split`` against ground truth (evaluation only).
 
     Args:
-        quick: single-scale whole-image protocol (periodic validation during training).
-        infer: inference settings (default ``cfg.infer``).
+        quick: :func:`quick_infer_config` of ``cfg.infer`` (periodic validation during training);
+            otherwise ``cfg.infer`` as it is.
         pred_dir: also write each prediction as a palette PNG there (original label ids).
     """
-    infer = infer or cfg.infer
-    if quick:
-        infer = quick_infer_config(infer)
+    infer = quick_infer_config(cfg.infer) if quick else cfg.infer
     was_training = model.training
     model.eval()
     classes = layout.classes

@@ -3,17 +3,16 @@
 ``timeout``, Slurm preemption and ``kill -- -PGID`` signal every process of the group, DataLoader
 workers included. A worker that died of the signal would make the main process fail with
 ``RuntimeError: DataLoader worker ... killed by signal`` before it could save. So the workers ignore
-SIGINT/SIGTERM (:func:`worker_init`, composed with any ``worker_init_fn``) and leave the stop to the
-main process (:class:`StopRequest`), which saves a checkpoint and raises :class:`SignalStopError`; the CLI
-prints it as one line and exits with ``128 + signal`` (143 for SIGTERM, 130 for SIGINT). A worker
-that dies anyway (SIGKILL, out of memory) is turned into :class:`WorkerDiedError` by :func:`guard_workers`
-so the training can save what it has and stop with one line too.
+SIGINT/SIGTERM (:func:`worker_init`) and leave the stop to the main process (:class:`StopRequest`),
+which saves a checkpoint and raises :class:`SignalStopError`; the CLI prints it as one line and exits
+with ``128 + signal`` (143 for SIGTERM, 130 for SIGINT). A worker that dies anyway (SIGKILL, out of
+memory) is turned into :class:`WorkerDiedError` by :func:`guard_workers` so the training can save what
+it has and stop with one line too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -59,19 +58,17 @@ class StopRequest:
             signal.signal(sig, old)
 
 
-def _ignore_stop_signals(worker_id: int, then: Callable[[int], None] | None = None) -> None:
+def _ignore_stop_signals(worker_id: int) -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    if then is not None:
-        then(worker_id)
 
 
-def worker_init(then: Callable[[int], None] | None = None) -> Callable[[int], None]:
-    """A DataLoader ``worker_init_fn`` making the worker ignore SIGINT/SIGTERM, then calling ``then``.
+def worker_init() -> Callable[[int], None]:
+    """A DataLoader ``worker_init_fn`` making the worker ignore SIGINT/SIGTERM.
 
-    Picklable (a :func:`functools.partial` of a module function), so it works with every start method.
+    Picklable (a module function), so it works with every start method.
     """
-    return functools.partial(_ignore_stop_signals, then=then)
+    return _ignore_stop_signals
 
 
 def _is_worker_death(exc: BaseException) -> bool:

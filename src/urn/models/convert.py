@@ -188,9 +188,7 @@ def convert_reference_checkpoint(
     return model.state_dict()
 
 
-def convert_checkpoint_file(
-    inp: str | Path, out: str | Path, cfg: Config | ModelConfig, num_classes: int | None = None
-) -> Path:
+def convert_checkpoint_file(inp: str | Path, out: str | Path, cfg: Config | ModelConfig) -> Path:
     """Convert a reference checkpoint file and write a urn checkpoint atomically.
 
     The output holds ``model`` (the state dict), ``num_classes``, ``kind`` and ``converted_from``,
@@ -202,8 +200,8 @@ def convert_checkpoint_file(
         ``out`` as a Path.
     """
     model_cfg = cfg.model if isinstance(cfg, Config) else cfg
-    classes = classes_of_config(cfg) if isinstance(cfg, Config) and num_classes is None else None
-    state = convert_reference_checkpoint(inp, model_cfg, num_classes, classes)
+    classes = classes_of_config(cfg) if isinstance(cfg, Config) else None
+    state = convert_reference_checkpoint(inp, model_cfg, classes=classes)
     ckpt: dict[str, Any] = {
         "kind": "segmentor",
         "model": state,

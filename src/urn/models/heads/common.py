@@ -19,22 +19,10 @@ class ConvBNReLU(nn.Sequential):
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: square kernel size (odd).
-        dilation: conv dilation; the padding grows with it so the size is kept.
-        groups: conv groups (``in_channels`` for a depthwise conv).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 1, *, dilation: int = 1, groups: int = 1
-    ) -> None:
-        conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=dilation * (kernel_size // 2),
-            dilation=dilation,
-            groups=groups,
-            bias=False,
-        )
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         # mmcv's ConvModule init (Kaiming normal, fan-out), so heads train as in the reference.
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         super().__init__(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_channels), act=nn.ReLU(inplace=True)))
