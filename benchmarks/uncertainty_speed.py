@@ -1,9 +1,9 @@
 """The whole uncertainty step per image: the reference-style loop vs urn, in one process.
 
-(a) reference: the 12 views (6 ratios x flip) run one forward pass at a time, then 1 + 6K dense-CRF
-    calls through pydensecrf2, one after another (what XMed-Lab/URN's ``aug_test`` does);
-(b) urn: flip pairs batched through the network, then all CRF problems of the image on one lattice
-    (``crf.backend=batched``).
+(a) reference: the views (the demo preset's 4 ratios x flip) run one forward pass at a time, then
+    1 + 6K dense-CRF calls through pydensecrf2, one after another (what XMed-Lab/URN's ``aug_test`` does);
+(b) urn: ``predict_probs`` (views of one size share a forward as ``infer.batch_views`` says; unset, on
+    CPU only small ones do), then all CRF problems of the image on one lattice (``crf.backend=batched``).
 
 Images: demo images drawn at 480x320 with probability maps made from their ground truth (blurred,
 noisy, so 2-4 classes are present and the CRF has real work), and synthetic probability maps with 2,
@@ -48,7 +48,7 @@ def probs_from_gt(gt: np.ndarray, num_classes: int, rng: np.random.Generator) ->
 
 @torch.no_grad()
 def reference_forward(model, image: np.ndarray, cfg) -> np.ndarray:
-    """12 views one at a time, as the reference's aug_test loop does."""
+    """Every view one at a time, as the reference's aug_test loop does."""
     h, w = image.shape[:2]
     total = None
     for ratio in cfg.scales:
@@ -59,7 +59,7 @@ def reference_forward(model, image: np.ndarray, cfg) -> np.ndarray:
             p = torch.nn.functional.interpolate(model(v)["out"], (h, w), mode="bilinear").softmax(1)[0]
             p = p.flip(-1) if flip else p
             total = p if total is None else total + p
-    return (total / 12).numpy()
+    return (total / (2 * len(cfg.scales))).numpy()
 
 
 def main() -> None:
@@ -86,7 +86,13 @@ def main() -> None:
             from urn.engine.checkpoint import load_model_weights
 
             load_model_weights(model, args.checkpoint)
-        print("network forward passes (12 views, demo PSPNet):")
+        n_views = len(cfg.infer.scales) * (2 if cfg.infer.flip else 1)
+        print(f"network forward passes ({n_views} views, demo PSPNet, urn with infer.batch_views unset):")
+        # One untimed pass of each path first: the first forward pays one-off set-up (allocator, kernels).
+        warm = layout.read_image(layout.ids("train")[0])
+        reference_forward(model, warm, cfg.infer)
+        predict_probs(model.to(device), warm, cfg.infer, device)
+        model.cpu()
         for image_id in layout.ids("train"):
             image = layout.read_image(image_id)
             t0 = time.perf_counter()

@@ -63,6 +63,29 @@ def test_batch_views_batches_the_views_and_keeps_the_result(model: torch.nn.Modu
     assert len(batches[4]) < len(batches[1])
 
 
+def test_unset_batch_views_batches_small_views_only_on_cpu(model: torch.nn.Module) -> None:
+    from urn.engine.inference import CPU_BATCH_PIXELS, GPU_BATCH_VIEWS, auto_batch_views, predict_probs
+
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    rec = Recorder(model)
+    cfg = InferConfig(mode="whole", base_size=(56, 40), scales=(1.0,), flip=True)
+    assert cfg.batch_views is None  # the default
+    predict_probs(rec, image, cfg, torch.device("cpu"))
+    assert rec.batches == [2]  # a small flip pair shares one forward
+    # Views over the CPU budget go one at a time; on a GPU up to GPU_BATCH_VIEWS share a forward.
+    assert auto_batch_views(CPU_BATCH_PIXELS // 2, torch.device("cpu")) == 2
+    assert auto_batch_views(CPU_BATCH_PIXELS // 2 + 1, torch.device("cpu")) == 1
+    assert auto_batch_views(512 * 512, torch.device("cpu")) == 1
+    assert auto_batch_views(16, torch.device("cpu")) == GPU_BATCH_VIEWS  # never more than on a GPU
+    assert auto_batch_views(512 * 512, torch.device("cuda")) == GPU_BATCH_VIEWS
+    # The budget decides in slide mode by the window size: 512x512 windows run one at a time on CPU.
+    rec = Recorder(model)
+    big = np.random.default_rng(1).integers(0, 255, (600, 700, 3), dtype=np.uint8)
+    cfg = InferConfig(mode="slide", crop_size=512, stride=400, base_size=(700, 600), scales=(1.0,), flip=True)
+    predict_probs(rec, big, cfg, torch.device("cpu"))
+    assert rec.batches == [1] * 8  # 4 windows x 2 orientations
+
+
 def test_batch_views_below_one_is_an_error(model: torch.nn.Module) -> None:
     from urn.engine.inference import predict_probs
 
