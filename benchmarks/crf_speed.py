@@ -9,9 +9,11 @@ Run::
     .venv/bin/python benchmarks/crf_speed.py              # synthetic 320x480, K = 2, 3, 5 (+ photo)
     .venv/bin/python benchmarks/crf_speed.py --repeat 3   # best of 3 (use on a busy machine)
 
-The last line reads ``speedup=X.X agreement=Y.YY% weights_within=Z.ZZ%``: total reference time over
-total batched time; the worst per-problem argmax agreement (over all 1 + 6K problems of all images);
-the share of pixels whose weight byte differs by at most 1.
+The last line reads ``speedup=X.X agreement=Y.YY% weights_within=Z.ZZ% threads=U/1``: total reference
+time over total batched time; the worst per-problem argmax agreement (over all 1 + 6K problems of all
+images); the share of pixels whose weight byte differs by at most 1; urn's torch threads (``--threads``)
+against pydensecrf's one. The line before it bounds the design: the batched path's time in its sparse
+products, and the speedup it would reach were everything else free.
 
 The helpers (:func:`make_case`, :func:`run_response_scaling`, :func:`compare`) are importable, e.g. by a
 benchmark that adds the network's forward passes in front.
@@ -203,6 +205,12 @@ def _response_scaling(image, probs, backend, exponents, params, device) -> Run:
     return Run(mask, present, [mask, *argmaxes], weights, times, time.process_time() - c0)
 
 
+def threads_label(device: str | None) -> str:
+    """``urn/reference`` threads of the last line: torch's intra-op threads (or the GPU) over pydensecrf's one."""
+    urn = "cuda" if device and torch.device(device).type == "cuda" else str(torch.get_num_threads())
+    return f"{urn}/1"
+
+
 def print_products_bound(reference: float, batched: float, products: float) -> None:
     """The ceiling the sparse products set: ``reference / products`` (CPU runs; nothing on CUDA)."""
     if products > 0:
@@ -362,7 +370,10 @@ def main() -> None:
         within.append(cmp["weights_within"])
     print(f"total: reference {tot_ref:.2f}s, batched {tot_fast:.2f}s over {len(cases)} images")
     print_products_bound(tot_ref, tot_fast, tot_products)
-    print(f"speedup={tot_ref / tot_fast:.1f} agreement={100 * worst:.2f}% weights_within={100 * np.mean(within):.2f}%")
+    print(
+        f"speedup={tot_ref / tot_fast:.1f} agreement={100 * worst:.2f}% weights_within={100 * np.mean(within):.2f}% "
+        f"threads={threads_label(args.device)}"
+    )
 
 
 if __name__ == "__main__":

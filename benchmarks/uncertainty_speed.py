@@ -11,8 +11,9 @@ noisy, so 2-4 classes are present and the CRF has real work), and synthetic prob
 ``--checkpoint``); its time is reported separately because it does not depend on the CRF.
 
 Prints per image: time of each path (forward / CRF), their ratio, the cyclic-mask agreement and the
-fraction of pixels whose weight byte differs by more than 1; ends with
-``speedup=X.X agreement=Y.YY% weights_within=Z.ZZ%`` (CRF part, all images; agreement = worst image).
+fraction of pixels whose weight byte differs by at most 1; ends with
+``speedup=X.X agreement=Y.YY% weights_within=Z.ZZ% threads=U/1`` (CRF part, all images; agreement = worst
+image; urn's torch threads against pydensecrf's one: ``--threads 1`` compares on the same threads).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crf_speed import compare, make_case, print_products_bound, run_response_scaling  # noqa: E402
+from crf_speed import compare, make_case, print_products_bound, run_response_scaling, threads_label  # noqa: E402
 
 from urn.config import load_config  # noqa: E402
 from urn.engine.inference import normalize_image, predict_probs, rescale_size  # noqa: E402
@@ -134,7 +135,10 @@ def main() -> None:
         )
     print_products_bound(total_ref, total_new, total_products)
     agreement, within = worst_agree * 100, worst_within * 100
-    print(f"speedup={total_ref / total_new:.1f} agreement={agreement:.2f}% weights_within={within:.2f}%")
+    print(
+        f"speedup={total_ref / total_new:.1f} agreement={agreement:.2f}% weights_within={within:.2f}% "
+        f"threads={threads_label(args.device)}"
+    )
 
 
 if __name__ == "__main__":
