@@ -157,8 +157,8 @@ class InferConfig:
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True
     crf: bool = True  # dense CRF on the averaged probabilities (only while crf.enabled)
-    # Views of one size (a scale and its flip, or sliding windows) per forward; None: as many as fit
-    # urn.engine.inference.auto_batch_views (4 on a GPU; on CPU only small views share a forward).
+    # Views of one size (a scale and its flip, or sliding windows) per forward. None (default):
+    # urn.engine.inference.auto_batch_views decides (4 on a GPU; on CPU only small views share one).
     batch_views: int | None = None
 
 
