@@ -38,9 +38,10 @@ def normalize_image(image: np.ndarray) -> torch.Tensor:
 #: ``infer.batch_views: null`` on a GPU: views of one size per forward.
 GPU_BATCH_VIEWS = 4
 #: ``infer.batch_views: null`` on CPU: views share a forward only while together they have at most this
-#: many pixels. Measured on 2 cores (demo PSPNet, best of 4): a flip pair of 180x240 views was 8% faster
-#: in one forward, a pair of 360x480 views 7% slower, four 512x512 windows 40% slower: larger batches'
-#: activations overflow the caches, and one view at a time is what the reference does.
+#: many pixels. Measured on 2 cores (demo PSPNet, best of 4), one forward of a flip pair against two
+#: single ones: 0.95, 0.96, 1.18, 1.25, 1.27, 1.17x the time at 19K, 43K, 76K, 120K, 172K, 307K pixels a
+#: view; four 512x512 windows 40% slower together: larger batches' activations overflow the caches (and
+#: one view at a time is what the reference does).
 CPU_BATCH_PIXELS = 128 * 1024
 
 
