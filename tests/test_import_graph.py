@@ -9,6 +9,8 @@ classification phase or the report.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import urn
@@ -144,3 +146,11 @@ def test_every_stage_is_one_module_with_run() -> None:
         run = importlib.import_module(f"urn.stages.{stage}").run
         params = inspect.signature(run).parameters
         assert list(params)[:2] == ["cfg", "run_dir"] and {"device", "quiet"} <= set(params), stage
+
+
+def test_loading_a_config_does_not_import_torch() -> None:
+    """The CLI parses options and configs (which hold ``CRFParams`` sections) before any torch import,
+    so ``--help`` and usage errors answer at once."""
+    code = "import sys, urn.cli, urn.config, urn.crf; urn.config.load_config('demo'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

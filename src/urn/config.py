@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from urn import reference_values as ref
+from urn.crf.params import PMM_CRF, CRFParams
 from urn.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------ sections
@@ -129,21 +130,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class CRFConfig:
-    """Dense CRF with Potts compatibilities (parameters of URN's main/uncertainty CRF)."""
+class CRFConfig(CRFParams):
+    """URN's main and uncertainty CRF: its :class:`~urn.crf.CRFParams` (defaults: the reference's), plus
+    whether and how it runs. A ``CRFParams`` itself, so the stages hand the section to the CRF as it is."""
 
     # false: no dense CRF after inference (evaluation, prediction), whatever infer.crf says; the
     # uncertainty stage, which is the CRF's response to scaled scores (spec section 3), then refuses to run.
-    # PMM's CRFs (pmm.crf_*) are separate.
+    # PMM's CRFs (pmm.crf) are separate.
     enabled: bool = True
     backend: Literal["auto", "pydensecrf", "batched"] = "auto"
-    iters: int = int(ref.URN_CRF["iters"])
-    gaussian_sxy: float = ref.URN_CRF["gaussian_sxy"]
-    gaussian_compat: float = ref.URN_CRF["gaussian_compat"]
-    bilateral_sxy: float = ref.URN_CRF["bilateral_sxy"]
-    bilateral_srgb: float = ref.URN_CRF["bilateral_srgb"]
-    bilateral_compat: float = ref.URN_CRF["bilateral_compat"]
-    prob_floor: float = ref.URN_CRF["prob_floor"]
 
 
 @dataclass(frozen=True)
@@ -228,12 +223,8 @@ class PMMConfig:
     bg_power: float | Literal["auto"] = 11.0
     bg_threshold: float = 0.15
     low_confidence_ignore: float | None = None
-    crf_gaussian_sxy: float = ref.PMM_CRF["gaussian_sxy"]
-    crf_gaussian_compat: float = ref.PMM_CRF["gaussian_compat"]
-    crf_bilateral_sxy: float = ref.PMM_CRF["bilateral_sxy"]
-    crf_bilateral_srgb: float = ref.PMM_CRF["bilateral_srgb"]
-    crf_bilateral_compat: float = ref.PMM_CRF["bilateral_compat"]
-    crf_iters: int = int(ref.PMM_CRF["iters"])
+    # the per-class two-label CRF of the merging (spec 1.6); a copy per config, since loading sets fields
+    crf: CRFParams = field(default_factory=lambda: dataclasses.replace(PMM_CRF))
     # pydensecrf: measured 3-30x faster than urn.crf's batched backend on PMM's few 2-label problems
     crf_backend: Literal["auto", "pydensecrf", "batched"] = "pydensecrf"
     num_workers: int = 0  # worker processes for CRF + merging (0: in process)
@@ -258,6 +249,9 @@ class Config:
 
 # ------------------------------------------------------------------------------------------- loading
 PRESET_PACKAGE = "urn.presets"
+#: Keys of earlier urn versions -> where they are now; YAML files, overrides and the configs stored in
+#: checkpoints that use them still load.
+RENAMED = {f"pmm.crf_{name}": f"pmm.crf.{name}" for name in ref.PMM_CRF}
 
 
 def list_presets() -> list[str]:
@@ -349,7 +343,7 @@ def _set(obj: Any, name: str, value: Any) -> None:
 def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") -> None:
     """Set ``cfg.a.b.c = value`` in a config being built, with type checking (use :func:`with_values` on a
     loaded config). Raises :class:`ConfigError` on a bad key/type."""
-    parts = dotted.split(".")
+    parts = RENAMED.get(dotted, dotted).split(".")
     obj = cfg
     for i, part in enumerate(parts):
         names = {f.name: f for f in dataclasses.fields(obj)}
@@ -378,6 +372,10 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str, where: str) -> None:
     for key, value in data.items():
         names = {f.name for f in dataclasses.fields(obj)}
         path = prefix + str(key)
+        if path in RENAMED:  # an old key: set it where it lives now
+            section, name = RENAMED[path][len(prefix) :].split(".")
+            _merge(getattr(obj, section), {name: value}, prefix=f"{prefix}{section}.", where=where)
+            continue
         if key not in names:
             raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(sorted(names))})")
         current = getattr(obj, key)
@@ -504,6 +502,15 @@ _INT0: _Rule = (lambda x: x >= 0, "an integer >= 0")
 _CROP: _Rule = (lambda x: x >= 8, "an integer >= 8 (pixels)")
 _STRIDE: _Rule = (lambda x: x in (8, 16, 32), "one of 8, 16, 32")
 
+_CRF_RULES: dict[str, _Rule] = {
+    "iters": _INT1,
+    "gaussian_sxy": _POS,
+    "gaussian_compat": _NONNEG,
+    "bilateral_sxy": _POS,
+    "bilateral_srgb": _POS,
+    "bilateral_compat": _NONNEG,
+    "prob_floor": _FLOOR,
+}
 VALUE_RULES: dict[str, _Rule] = {
     # data
     "data.base_size": _INT1,
@@ -534,14 +541,8 @@ VALUE_RULES: dict[str, _Rule] = {
     "*.log_every": _INT1,
     "*.ckpt_every": _INT1,
     "*.val_every": _INT0,
-    # dense CRF
-    "crf.iters": _INT1,
-    "crf.gaussian_sxy": _POS,
-    "crf.gaussian_compat": _NONNEG,
-    "crf.bilateral_sxy": _POS,
-    "crf.bilateral_srgb": _POS,
-    "crf.bilateral_compat": _NONNEG,
-    "crf.prob_floor": _FLOOR,
+    # dense CRFs (URN's and PMM's)
+    **{f"{section}.{key}": rule for section in ("crf", "pmm.crf") for key, rule in _CRF_RULES.items()},
     # inference
     "infer.crop_size": _CROP,
     "infer.stride": _INT1,
@@ -578,12 +579,6 @@ VALUE_RULES: dict[str, _Rule] = {
     "pmm.bg_power": _POS,
     "pmm.bg_threshold": _UNIT,
     "pmm.low_confidence_ignore": _UNIT,
-    "pmm.crf_gaussian_sxy": _POS,
-    "pmm.crf_gaussian_compat": _NONNEG,
-    "pmm.crf_bilateral_sxy": _POS,
-    "pmm.crf_bilateral_srgb": _POS,
-    "pmm.crf_bilateral_compat": _NONNEG,
-    "pmm.crf_iters": _INT1,
     "pmm.num_workers": _INT0,
 }
 #: (lo, hi) pairs: the first value may not exceed the second.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urn import io, reference_values
+from urn import io
 from urn.cam.infer import read_cams, shard_env
 from urn.cam.pmm import (
     MaskResult,
@@ -38,13 +38,11 @@ from urn.cam.pmm import (
     threshold_mask,
 )
 from urn.config import Config, PMMConfig
-from urn.crf import CRFParams
 from urn.data.layout import DatasetLayout
 from urn.errors import DataError
 from urn.progress import progress_bar
 
 log = logging.getLogger(__name__)
-PMM_CRF_KEYS = tuple(reference_values.PMM_CRF)
 
 
 def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg: PMMConfig) -> np.ndarray:
@@ -55,9 +53,7 @@ def pseudo_mask(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, cfg
         classes: contiguous class indices of ``cams``.
         cams: ``(K, H, W)`` normalised CAMs.
     """
-    # pmm.crf_<name> for each CRF parameter PMM sets (its defaults: urn.reference_values.PMM_CRF)
-    params = CRFParams(**{name: getattr(cfg, f"crf_{name}") for name in PMM_CRF_KEYS})
-    crf = make_crf(params, cfg.crf_backend)
+    crf = make_crf(cfg.crf, cfg.crf_backend)
     if cfg.method == "pmm" and cfg.bg_power == "auto":
         raise ValueError("pmm.bg_power='auto' is resolved over a whole split by run(); pass the chosen alpha")
     if image.shape[:2] != cams.shape[1:]:

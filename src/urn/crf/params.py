@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from urn import reference_values as ref
 
@@ -44,12 +43,6 @@ class CRFParams:
             raise ValueError(f"CRFParams.iters must be >= 0, got {self.iters}")
         if not 0 < self.prob_floor <= 1:
             raise ValueError(f"CRFParams.prob_floor must be in (0, 1], got {self.prob_floor}")
-
-    @classmethod
-    def from_config(cls, section: Any) -> CRFParams:
-        """The parameters of a config section with these field names (``urn.config.CRFConfig``; its
-        ``enabled`` and ``backend`` aside). Duck-typed, so the CRF package does not import the config."""
-        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
 
 
 #: URN's main CRF and the response-scaling CRFs (spec 3.1): Gaussian 1/3, bilateral 67/3/4, 10 iterations.

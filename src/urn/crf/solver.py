@@ -1,4 +1,4 @@
-"""Backend selection and the per-image solver behind :func:`urn.crf.dense_crf_many`."""
+"""Backend selection, the per-image solver and :func:`dense_crf` / :func:`dense_crf_many` (see :mod:`urn.crf`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from urn.crf.params import CRFParams
+from urn.crf.params import URN_CRF, CRFParams
 from urn.crf.reference import dense_crf_energy, import_pydensecrf, unary_energy
 
 BACKENDS: tuple[str, ...] = ("auto", "pydensecrf", "batched")
@@ -168,3 +168,60 @@ class CRFSolver:
                 for j, i in enumerate(chunk):
                     results[i] = np.ascontiguousarray(q_np[:, j]).reshape(k, self.height, self.width)
         return results  # type: ignore[return-value]  # every index was filled above
+
+
+def dense_crf(
+    image: np.ndarray,
+    probs: np.ndarray,
+    params: CRFParams = URN_CRF,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Mean-field marginals of a fully connected CRF (pydensecrf semantics).
+
+    Unary ``-log(clip(P, floor, 1))``; Potts pairwise terms ``addPairwiseGaussian(sxy, compat)`` and
+    ``addPairwiseBilateral(sxy, srgb, image, compat)``; ``inference(iters)``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image.
+        probs: (K, H, W) float probabilities (float16/32/64).
+        params: CRF parameters (default: URN's).
+        backend: "auto", "pydensecrf" or "batched".
+        device: torch device for the batched backend (default CPU).
+
+    Returns:
+        (K, H, W) float32 marginals.
+
+    Raises:
+        ValueError: bad shapes, dtypes or non-finite probabilities.
+        UrnError: the pydensecrf backend was asked for and pydensecrf2 is missing.
+    """
+    return dense_crf_many(image, [probs], params, backend=backend, device=device)[0]
+
+
+def dense_crf_many(
+    image: np.ndarray,
+    problems: Sequence[np.ndarray],
+    params: CRFParams = URN_CRF,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> list[np.ndarray]:
+    """Many independent CRF problems over the same image.
+
+    With the batched backend the image's lattices are built once and all problems run together.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image.
+        problems: (K_i, H, W) float probability maps; K_i may differ between problems.
+        params: CRF parameters (default: URN's).
+        backend: "auto", "pydensecrf" or "batched".
+        device: torch device for the batched backend (default CPU).
+
+    Returns:
+        One (K_i, H, W) float32 marginal array per problem, in order.
+    """
+    if len(problems) == 0:
+        return []
+    return CRFSolver(image, params, backend=backend, device=device).run(problems)

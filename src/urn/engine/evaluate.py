@@ -43,9 +43,9 @@ def segment(
     """
     probs = predict_probs(model, image, infer, info.device, amp=cfg.train.amp)
     if uses_crf(cfg, infer):
-        from urn.crf import CRFParams, dense_crf
+        from urn.crf import dense_crf
 
-        probs = dense_crf(image, probs, CRFParams.from_config(cfg.crf), backend=cfg.crf.backend)
+        probs = dense_crf(image, probs, cfg.crf, backend=cfg.crf.backend)
     return probs, probs.argmax(0).astype(np.uint8)
 
 

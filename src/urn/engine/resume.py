@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from urn.config import RENAMED
 from urn.engine import distributed
 from urn.engine.checkpoint import load_checkpoint
 from urn.errors import UrnError
@@ -88,6 +89,7 @@ def pick_keys(
     """
     flat: dict[str, Any] = {}
     _flatten("", config, flat)
+    flat = {RENAMED.get(k, k): v for k, v in flat.items()}  # a config stored before a key moved
     reads, ignores, names = tuple(reads), tuple(ignores), frozenset(ignored_names)
 
     def under(key: str, prefixes: tuple[str, ...]) -> bool:

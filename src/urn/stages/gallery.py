@@ -36,7 +36,6 @@ def write_gallery(cfg: Config, run_dir: Path, out: Path, *, device: str | None =
     import torch
     from PIL import Image
 
-    from urn.crf import CRFParams
     from urn.engine import distributed
     from urn.engine.checkpoint import load_segmentor
     from urn.engine.inference import predict_probs
@@ -58,7 +57,7 @@ def write_gallery(cfg: Config, run_dir: Path, out: Path, *, device: str | None =
                 image,
                 probs,
                 exponents=cfg.uncertainty.exponents,
-                params=CRFParams.from_config(cfg.crf),
+                params=cfg.crf,
                 backend=cfg.crf.backend,
             )
             atomic_save_png(out / f"{image_id}_uncertainty.png", Image.fromarray(heatmap(result.uncertainty)))

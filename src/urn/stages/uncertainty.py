@@ -100,7 +100,6 @@ def run_uncertainty(
     """Write cyclic masks and uncertainty maps for ``cfg.uncertainty.split``. Returns ``out``."""
     import torch
 
-    from urn.crf import CRFParams
     from urn.data.layout import DatasetLayout, read_target, resolve_dir
     from urn.uncertainty_core import reference_png_array, response_scaling
 
@@ -132,7 +131,7 @@ def run_uncertainty(
         from urn.engine.checkpoint import load_segmentor
 
         model = load_segmentor(cfg.model, classes.num_classes, checkpoint, info.device)
-    params = CRFParams.from_config(cfg.crf)
+    params = cfg.crf
 
     def load(image_id: str) -> tuple[np.ndarray, Any]:
         image = layout.read_image(image_id)
