@@ -343,46 +343,31 @@ def _set(obj: Any, name: str, value: Any) -> None:
 def set_by_path(cfg: Any, dotted: str, value: Any, where: str = "command line") -> None:
     """Set ``cfg.a.b.c = value`` in a config being built, with type checking (use :func:`with_values` on a
     loaded config). Raises :class:`ConfigError` on a bad key/type."""
-    parts = RENAMED.get(dotted, dotted).split(".")
-    obj = cfg
-    for i, part in enumerate(parts):
-        names = {f.name: f for f in dataclasses.fields(obj)}
-        path = ".".join(parts[: i + 1])
-        if part not in names:
-            raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(names)})")
-        if i == len(parts) - 1:
-            hint = typing.get_type_hints(type(obj))[part]
-            section = getattr(obj, part)
-            if dataclasses.is_dataclass(section):
-                if not isinstance(value, dict):
-                    keys = ", ".join(f.name for f in dataclasses.fields(section))
-                    raise ConfigError(f"{where}: '{path}' is a section; set one of its keys ({keys})")
-                _merge(section, value, prefix=path + ".", where=where)
-            else:
-                _set(obj, part, _coerce(value, hint, path, where))
-        else:
-            obj = getattr(obj, part)
-            if not dataclasses.is_dataclass(obj):
-                raise ConfigError(f"{where}: '{path}' is a value, not a section")
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    _merge(cfg, value, prefix="", where=where)
 
 
 def _merge(obj: Any, data: dict[str, Any], prefix: str, where: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: '{prefix.rstrip('.')}' must be a mapping")
     for key, value in data.items():
-        names = {f.name for f in dataclasses.fields(obj)}
+        names = [f.name for f in dataclasses.fields(obj)]
         path = prefix + str(key)
         if path in RENAMED:  # an old key: set it where it lives now
             section, name = RENAMED[path][len(prefix) :].split(".")
             _merge(getattr(obj, section), {name: value}, prefix=f"{prefix}{section}.", where=where)
             continue
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(sorted(names))})")
+            raise ConfigError(f"{where}: unknown key '{path}' (allowed: {', '.join(names)})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{path}' is a section; give it a mapping")
+                keys = ", ".join(f.name for f in dataclasses.fields(current))
+                raise ConfigError(f"{where}: '{path}' is a section; set one of its keys ({keys})")
             _merge(current, value, prefix=path + ".", where=where)
+        elif isinstance(value, dict):
+            raise ConfigError(f"{where}: '{path}' is a value, not a section")
         else:
             _set(obj, key, _coerce(value, typing.get_type_hints(type(obj))[key], path, where))
 
@@ -401,6 +386,10 @@ def _type_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
     return getattr(hint, "__name__", str(hint))
+
+
+#: The YAML values each scalar field type accepts (bool is an int to Python, but never accepted as one).
+_SCALARS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, float)}
 
 
 def _coerce(value: Any, hint: Any, path: str, where: str) -> Any:
@@ -435,22 +424,9 @@ def _coerce(value: Any, hint: Any, path: str, where: str) -> Any:
         if len(value) != len(args):
             raise fail()
         return tuple(_coerce(v, a, path, where) for v, a in zip(value, args, strict=True))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail()
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail()
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise fail()
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise fail()
+    accepted = _SCALARS.get(hint, ())
+    if isinstance(value, accepted) and (hint is bool or not isinstance(value, bool)):
+        return hint(value)
     raise fail()
 
 

@@ -168,14 +168,8 @@ class SegmentationLoss(nn.Module):
     @classmethod
     def from_config(cls, cfg: TrainConfig, aux_weight: float = 0.4) -> SegmentationLoss:
         """The loss a training phase's config describes (``aux_weight`` is ``model.aux_weight``)."""
-        return cls(
-            aux_weight=aux_weight,
-            pus=cfg.pus,
-            weighting=cfg.weighting,
-            weight_thresh=cfg.weight_thresh,
-            weight_balance=cfg.weight_balance,
-            valid_mean=cfg.valid_mean,
-        )
+        keys = ("pus", "weighting", "weight_thresh", "weight_balance", "valid_mean")
+        return cls(aux_weight=aux_weight, **{key: getattr(cfg, key) for key in keys})
 
     def head_loss(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One head's scalar loss and, with PUS on, whether it triggered (0-d bool tensor)."""

@@ -102,10 +102,8 @@ def uncertainty_from_argmaxes(argmaxes: np.ndarray, num_exponents: int) -> np.nd
         num_exponents: E.
 
     Returns:
-        (H, W) float64 U; zeros when there are no problems.
+        (H, W) float64 U.
     """
-    if argmaxes.shape[0] == 0:
-        return np.zeros(argmaxes.shape[1:], dtype=np.float64)
     k = argmaxes.shape[0] // num_exponents
     per_class = argmaxes.reshape(k, num_exponents, *argmaxes.shape[1:])
     hits = per_class == np.arange(k).reshape(k, 1, 1, 1)
@@ -164,14 +162,11 @@ def response_scaling(
         mask[~np.isin(mask, allowed)] = 0
     present = tuple(int(c) for c in np.unique(mask))
 
-    energies = scaled_energies(probs[list(present)], exponents, params.prob_floor)
-    outs = solver.run_energies(energies) if len(present) > 1 else []
-    if outs:
-        argmaxes = np.stack([o.argmax(0) for o in outs])
-        raw = uncertainty_from_argmaxes(argmaxes, len(exponents))
-    else:
-        # One class (or none): every scaled CRF with one label returns that label, so U = 0.
-        raw = np.zeros(mask.shape, dtype=np.float64)
+    # One class: every scaled CRF with one label returns that label, so U = 0.
+    raw = np.zeros(mask.shape, dtype=np.float64)
+    if len(present) > 1:
+        outs = solver.run_energies(scaled_energies(probs[list(present)], exponents, params.prob_floor))
+        raw = uncertainty_from_argmaxes(np.stack([o.argmax(0) for o in outs]), len(exponents))
     return UncertaintyResult(
         cyclic_mask=mask,
         uncertainty=normalise_uncertainty(raw),

@@ -118,21 +118,6 @@ def _slice_matrix(lats: Sequence[Lattice], offsets: Sequence[int], scales: Seque
     return _csr(crow, cols.reshape(-1), vals.reshape(-1).contiguous(), (n, total))
 
 
-def _filter(
-    splat: torch.Tensor, blurs: Sequence[torch.Tensor], slice_mat: torch.Tensor, x: torch.Tensor
-) -> torch.Tensor:
-    """One kernel's splat -> blurs -> slice with fresh buffers (used once per kernel, at setup)."""
-    src = torch.empty(splat.shape[0], x.shape[1], device=x.device)
-    dst = torch.empty_like(src)
-    _spmm(src, splat, x)
-    for blur in blurs:
-        _spmm(dst, blur, src)
-        src, dst = dst, src
-    out = torch.empty(slice_mat.shape[0], x.shape[1], device=x.device)
-    _spmm(out, slice_mat, src)
-    return out
-
-
 @dataclass(frozen=True)
 class LatticeKernel:
     """One Gaussian kernel, ready to filter: its lattice, blur matrices, normaliser and splat matrix.
@@ -159,8 +144,8 @@ class LatticeKernel:
         """
         blurs = _blur_matrices(lat, blur_group or (3 if lat.d >= 4 else 1))
         ones = torch.ones(lat.num_points, device=lat.device)
-        filtered = _filter(_splat_matrix(lat, ones), blurs, _slice_matrix([lat], [0], [ones]), ones[:, None])
-        norm = 1.0 / torch.sqrt(filtered[:, 0] + 1e-20)
+        unnormalised = cls(lat, blurs, ones, _splat_matrix(lat, ones))
+        norm = 1.0 / torch.sqrt(PairwiseOperator([(unnormalised, 1.0)]).ones_message + 1e-20)
         return cls(lat, blurs, norm, _splat_matrix(lat, norm))
 
 

@@ -83,16 +83,12 @@ def check_dataset(
                 missing_tags.append(image_id)
             elif gt_classes is not None:
                 _compare_tags(ds, image_id, tags[image_id], gt_classes, tag_file, problems)
-    if missing_gt and ds.gt_dir is not None:
-        problems.append(
-            f"{ds.gt_dir}: no ground-truth mask for {len(missing_gt)} of {len(ids)} ids "
-            f"(e.g. {', '.join(missing_gt[:3])})"
-        )
-    if missing_tags:
-        problems.append(
-            f"{tag_file}: no image-level labels for {len(missing_tags)} of {len(ids)} ids "
-            f"(e.g. {', '.join(missing_tags[:3])})"
-        )
+    for missing, where, what in (
+        (missing_gt, ds.gt_dir, "ground-truth mask"),
+        (missing_tags, tag_file, "image-level labels"),
+    ):
+        if missing:
+            problems.append(f"{where}: no {what} for {len(missing)} of {len(ids)} ids (e.g. {', '.join(missing[:3])})")
     return problems
 
 
@@ -139,17 +135,11 @@ def _compare_tags(
     tag_file: Path | None,
     problems: list[str],
 ) -> None:
-    names = ds.classes.names
-    gt_path = ds.gt_path(image_id)
-    untagged = sorted(in_mask - set(tagged))
-    absent = sorted(set(tagged) - in_mask)
-    if untagged:
-        problems.append(
-            f"{gt_path}: classes in the mask but not in the image labels ({tag_file}): "
-            + ", ".join(names[c] for c in untagged)
-        )
-    if absent:
-        problems.append(
-            f"{gt_path}: classes tagged in the image labels ({tag_file}) but absent from the mask: "
-            + ", ".join(names[c] for c in absent)
-        )
+    tagged_set = set(tagged)
+    for classes, what in (
+        (in_mask - tagged_set, f"classes in the mask but not in the image labels ({tag_file})"),
+        (tagged_set - in_mask, f"classes tagged in the image labels ({tag_file}) but absent from the mask"),
+    ):
+        if classes:
+            names = ", ".join(ds.classes.names[c] for c in sorted(classes))
+            problems.append(f"{ds.gt_path(image_id)}: {what}: {names}")

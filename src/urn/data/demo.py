@@ -111,19 +111,16 @@ def _shape_mask(kind: int, shape: tuple[int, int], centre: np.ndarray, r: float,
     m = np.zeros((h, w), dtype=np.uint8)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
 
-    def poly(points: np.ndarray) -> None:
+    def poly(points: np.ndarray, value: int = 1) -> None:
         pts = (points @ rot.T + centre) * 16  # 4 fractional bits: smoother edges
-        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], value, lineType=cv2.LINE_8, shift=4)
 
     if kind in (1, 4):  # disc / ring
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         circle = np.stack([np.cos(t), np.sin(t)], 1)
         poly(circle * [r, r * 0.92])
         if kind == 4:
-            hole = np.zeros_like(m)
-            pts = (circle * r * 0.58 @ rot.T + centre) * 16
-            cv2.fillPoly(hole, [np.round(pts).astype(np.int32)], 1, shift=4)
-            m[hole > 0] = 0
+            poly(circle * r * 0.58, 0)  # the hole
     elif kind == 2:  # box
         poly(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [r * 0.8, r * 0.7])
     elif kind == 3:  # triangle
@@ -251,25 +248,15 @@ def make_demo(
     if min(size) < 32:
         raise ValueError("demo images must be at least 32 pixels on each side")
     args = {"n_train": n_train, "n_val": n_val, "seed": seed, "size": list(size)}
-    return write_procedural(
-        out, DEMO_CLASSES, n_train, n_val, seed, lambda rng: render_sample(rng, size), generator="demo", args=args
-    )
+    return write_procedural(out, "demo", DEMO_CLASSES, lambda rng: render_sample(rng, size), args)
 
 
 _FILES = (("JPEGImages", "jpg"), ("SegmentationClass", "png"))
+#: ``render(rng) -> ((H, W, 3) uint8 RGB image, (H, W) uint8 ground truth)``: one sample of a generator.
+Render = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
-def write_procedural(
-    out: str | Path,
-    classes: ClassList,
-    n_train: int,
-    n_val: int,
-    seed: int,
-    render: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
-    *,
-    generator: str,
-    args: dict,
-) -> DatasetLayout:
+def write_procedural(out: str | Path, generator: str, classes: ClassList, render: Render, args: dict) -> DatasetLayout:
     """Write a procedural dataset in VOC layout (atomically) and return its layout.
 
     Image ``i`` of split ``s`` (0 = train, 1 = val) is ``render(np.random.default_rng((seed, s, i)))``,
@@ -285,6 +272,7 @@ def write_procedural(
     Raises:
         DataError: ``out`` is not empty and not this generator's output with these arguments.
     """
+    n_train, n_val, seed = args["n_train"], args["n_val"], args["seed"]
     if n_train < 1 or n_val < 1:
         raise ValueError("n_train and n_val must be at least 1")
     root = Path(out)

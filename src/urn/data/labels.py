@@ -102,10 +102,7 @@ def read_labels_json(path: Path) -> dict[str, list[int]]:
 def _load_npy_dict(path: Path, classes: ClassList) -> ImageLabels:
     raw = _read_pickled_dict(path)
     length = classes.max_raw_id
-    known = np.zeros(length, dtype=bool)
-    for r in classes.raw_ids[1:]:
-        if r > 0:
-            known[r - 1] = True
+    known = np.isin(np.arange(1, length + 1), classes.raw_ids[1:])  # index k: raw id k+1 is a class
     out: ImageLabels = {}
     for key, vec in raw.items():
         image_id = _decode_key(key, path)

@@ -128,12 +128,9 @@ class DatasetLayout:
             default_classes = coco()
         else:
             raise DataError(root, f"unknown layout {layout!r} (use auto, voc or coco)")
-        if classes_file is not None:
-            classes = read_classes_file(classes_file)
-        elif (root / "classes.txt").is_file():
-            classes = read_classes_file(root / "classes.txt")
-        else:
-            classes = default_classes
+        if classes_file is None and (root / "classes.txt").is_file():
+            classes_file = root / "classes.txt"
+        classes = default_classes if classes_file is None else read_classes_file(classes_file)
         return cls(root, layout, classes, image_dir, gt_dir, split_dir)
 
     # ----------------------------------------------------------------------------------- splits
@@ -173,14 +170,8 @@ class DatasetLayout:
     def image_path(self, image_id: str) -> Path:
         """Path of the image of ``image_id`` (``.jpg`` unless only another extension exists)."""
         _check_id(image_id)
-        first = self.image_dir / f"{image_id}{IMAGE_EXTENSIONS[0]}"
-        if first.exists():
-            return first
-        for ext in IMAGE_EXTENSIONS[1:]:
-            other = self.image_dir / f"{image_id}{ext}"
-            if other.exists():
-                return other
-        return first  # the conventional name, so that "file not found" names it
+        paths = [self.image_dir / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS]
+        return next((p for p in paths if p.exists()), paths[0])  # else the conventional name, for "not found"
 
     def gt_path(self, image_id: str) -> Path:
         """Path of the ground-truth mask of ``image_id``.

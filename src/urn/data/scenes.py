@@ -427,15 +427,13 @@ def _bottle(rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
     s = np.linspace(0, 1, 10)
     profile = [(-1.0, body - corner), (-1 + corner * 0.3, body - corner * 0.3), (-1 + corner, body)]
     profile += [(shoulder, body)]
-    profile += list(zip(shoulder + (neck_start - shoulder) * s, neck + (body - neck) * (1 - _ease(s)), strict=True))
+    profile += list(
+        zip(shoulder + (neck_start - shoulder) * s, neck + (body - neck) * (1 - _smoothstep(0, 1, s)), strict=True)
+    )
     profile += [(0.88, neck), (0.88, neck * 1.2), (1.0, neck * 1.2)]
     right = np.array(profile)
     left = right[::-1] * [1, -1]
     return [np.concatenate([right, left])], {"body": body, "neck": neck, "shoulder": shoulder}
-
-
-def _ease(s: np.ndarray) -> np.ndarray:
-    return s * s * (3 - 2 * s)
 
 
 def _fish(rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
@@ -795,13 +793,4 @@ def make_scenes(
     if not 32 <= long_side[0] <= long_side[1]:
         raise ValueError("long_side must be (lo, hi) with 32 <= lo <= hi")
     args = {"n_train": n_train, "n_val": n_val, "seed": seed, "long_side": list(long_side), "photos": photos}
-    return write_procedural(
-        out,
-        SCENES_CLASSES,
-        n_train,
-        n_val,
-        seed,
-        lambda rng: render_scene(rng, long_side, photos),
-        generator="scenes",
-        args=args,
-    )
+    return write_procedural(out, "scenes", SCENES_CLASSES, lambda rng: render_scene(rng, long_side, photos), args)

@@ -35,6 +35,12 @@ Transform = Callable[[Sample, np.random.Generator], Sample]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
 IMAGENET_STD = (58.395, 57.12, 57.375)
+_ARRAYS = ("image", "target", "weight")  # the per-pixel arrays of a sample, moved together
+
+
+def _map(sample: Sample, fn: Callable[[np.ndarray], np.ndarray], keys: Sequence[str] = _ARRAYS) -> Sample:
+    """A copy of ``sample`` with ``fn`` applied to those of ``keys`` that it holds."""
+    return {**sample, **{key: fn(sample[key]) for key in keys if key in sample}}
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -94,11 +100,8 @@ class RandomRescale:
             ratio = rng.random() * (hi - lo) + lo
         h, w = sample["image"].shape[:2]
         new_h, new_w = self.output_size(h, w, ratio)
-        out = dict(sample)
+        out = _map(sample, lambda a: cv2.resize(a, (new_w, new_h), interpolation=cv2.INTER_NEAREST), _ARRAYS[1:])
         out["image"] = cv2.resize(sample["image"], (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        for key in ("target", "weight"):
-            if key in sample:
-                out[key] = cv2.resize(sample[key], (new_w, new_h), interpolation=cv2.INTER_NEAREST)
         return out
 
 
@@ -136,11 +139,7 @@ class RandomCrop:
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
                 y0, y1, x0, x1 = self._draw(h, w, rng)
-        out = dict(sample)
-        for key in ("image", "target", "weight"):
-            if key in sample:
-                out[key] = np.ascontiguousarray(sample[key][y0:y1, x0:x1])
-        return out
+        return _map(sample, lambda a: np.ascontiguousarray(a[y0:y1, x0:x1]))
 
 
 class RandomHorizontalFlip:
@@ -152,11 +151,7 @@ class RandomHorizontalFlip:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if not rng.random() < self.p:
             return sample
-        out = dict(sample)
-        for key in ("image", "target", "weight"):
-            if key in sample:
-                out[key] = np.ascontiguousarray(sample[key][:, ::-1])
-        return out
+        return _map(sample, lambda a: np.ascontiguousarray(a[:, ::-1]))
 
 
 class PhotoMetricDistortion:
@@ -209,9 +204,7 @@ class PhotoMetricDistortion:
             img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         if not contrast_first:
             img = self._contrast(img, rng)
-        out = dict(sample)
-        out["image"] = img
-        return out
+        return {**sample, "image": img}
 
 
 class Normalize:
@@ -222,9 +215,7 @@ class Normalize:
         self.std = np.asarray(std, dtype=np.float32)
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
-        out = dict(sample)
-        out["image"] = (sample["image"].astype(np.float32) - self.mean) / self.std
-        return out
+        return {**sample, "image": (sample["image"].astype(np.float32) - self.mean) / self.std}
 
 
 class Pad:

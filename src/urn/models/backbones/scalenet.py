@@ -72,11 +72,8 @@ class SABlock(nn.Module):
         for i, width in enumerate(widths):
             if width <= 0:
                 continue
-            big = side / 2**i > 1
-            d = dilation if big else 1
-            self.conv2[str(i)] = nn.Conv2d(
-                planes, width, 3 if big else 1, padding=d if big else 0, dilation=d, bias=False
-            )
+            k, d = (3, dilation) if side / 2**i > 1 else (1, 1)
+            self.conv2[str(i)] = nn.Conv2d(planes, width, k, padding=d * (k // 2), dilation=d, bias=False)
             self.bn2[str(i)] = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(sum(widths), out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
@@ -102,11 +99,8 @@ class SABlock(nn.Module):
             b = conv(b)
             if scale > 1:
                 even = size[0] % b.shape[-2] == 0 and size[1] % b.shape[-1] == 0
-                b = (
-                    F.interpolate(b, size=size, mode="nearest")
-                    if even
-                    else F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-                )
+                mode = {"mode": "nearest"} if even else {"mode": "bilinear", "align_corners": False}
+                b = F.interpolate(b, size=size, **mode)
             branches.append(self.bn2[key](b))
         y = F.relu(torch.cat(branches, dim=1))
         return F.relu(self.bn3(self.conv3(y)) + shortcut)
