@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from urn import cli_common
+from urn.cam.cli import cam_app, pmm
 from urn.cli_common import (
     ConfigArg,
     DeviceOpt,
@@ -26,8 +27,10 @@ from urn.cli_common import (
     ResumeOpt,
     claim,
     claim_recorded,
+    command_group,
     load,
 )
+from urn.data.cli import data_app
 from urn.errors import EXIT_USER_ERROR, UrnError
 from urn.stages.order import Phase, Stage
 
@@ -36,28 +39,7 @@ try:  # typer >= 0.22 carries its own copy of click
 except ImportError:  # older typer runs on click
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-app = typer.Typer(
-    name="urn",
-    help="Weakly-supervised semantic segmentation from image-level labels (PMM + URN).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_registered = False
-
-
-def _register_subapps() -> None:
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from urn.cam.cli import cam_app, pmm
-    from urn.data.cli import data_app
-
-    app.add_typer(data_app, name="data", help="Demo data, image-level labels, dataset checks.")
-    app.add_typer(cam_app, name="cam", help="Classification phase: CAM classifier training and CAM inference.")
-    app.command("pmm")(pmm)
+app = command_group("Weakly-supervised semantic segmentation from image-level labels (PMM + URN).")
 
 
 @app.command()
@@ -341,6 +323,12 @@ def demo(
         typer.echo(f"report: {out / 'report.html'}")
 
 
+# the sub-apps after the commands: `urn --help` lists pmm last, then the groups data and cam
+app.command("pmm")(pmm)
+app.add_typer(data_app, name="data")
+app.add_typer(cam_app, name="cam")
+
+
 def _echo_notes(metrics: dict) -> None:
     """The run's notes (skipped scores, broken URN premises), one per line."""
     for note in metrics.get("notes") or []:
@@ -361,7 +349,6 @@ def main(argv: list[str] | None = None) -> None:
     Exits with 0 on success, 2 on a user error (one line on stderr, no traceback), 130 on Ctrl-C;
     a training stopped by SIGTERM/SIGINT after saving its checkpoint exits with 143/130.
     """
-    _register_subapps()
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     cli_common.command_line = " ".join(["urn", *args])
     # every command that prints progress takes --quiet; it also silences the informational log lines
@@ -380,15 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     except click_errors.ClickException as exc:  # e.g. a file option click opens itself
         typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Abort:  # Ctrl-C at a click prompt
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
     except UrnError as exc:
         _close_progress_bars()
         typer.echo(f"error: {exc}", err=True)
         # a training stopped by SIGINT/SIGTERM after saving exits with 128 + signal (urn.engine.stopping)
         sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C, at a click prompt or anywhere else
         typer.echo("interrupted", err=True)
         sys.exit(130)
     # as in click's standalone mode, every run ends in SystemExit (an Exit, e.g. from --help, is returned here)

@@ -9,7 +9,6 @@ that a resumed stage can sweep leftovers of a killed process with :func:`remove_
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -119,37 +118,30 @@ def _json_default(obj: Any) -> Any:
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     """Save one array as ``.npy`` atomically (never pickled)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_open(path) as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def atomic_save_png(path: str | Path, image: Image.Image) -> None:
     """Save a PIL image as PNG atomically."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_open(path) as fh:
+        image.save(fh, format="PNG")
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically."""
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def remove_stale_temps(folder: str | Path) -> int:
     """Delete temporary files a killed process left in ``folder`` (recursively). Returns how many."""
-    folder = Path(folder)
-    if not folder.exists():
-        return 0
-    n = 0
-    for tmp in folder.rglob(f"*{TMP_SUFFIX}"):
+    stale = list(Path(folder).rglob(f"*{TMP_SUFFIX}"))
+    for tmp in stale:
         _silent_unlink(tmp)
-        n += 1
-    return n
+    return len(stale)
 
 
 def remove_path(path: Path, failure: str) -> None:
@@ -173,12 +165,10 @@ def remove_stale_temps_of(folder: str | Path, names: Iterable[str]) -> int:
     Returns how many were deleted.
     """
     prefixes = tuple(f".{name}." for name in names)  # how atomic_open names the temp of <name>
-    n = 0
-    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        if tmp.name.startswith(prefixes):
-            _silent_unlink(tmp)
-            n += 1
-    return n
+    stale = [tmp for tmp in Path(folder).glob(f".*{TMP_SUFFIX}") if tmp.name.startswith(prefixes)]
+    for tmp in stale:
+        _silent_unlink(tmp)
+    return len(stale)
 
 
 # ------------------------------------------------------------------------------------------- palette
@@ -188,16 +178,9 @@ def voc_palette(n: int = 256) -> np.ndarray:
     Returns:
         ``(n, 3)`` uint8; entry 0 is black, 255 (ignore) is (224, 224, 192) as in the devkit.
     """
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
+    j = np.arange(8)[:, None]  # bit 3j + channel of the index is bit 7 - j of the channel
+    bits = (np.arange(n)[:, None, None] >> (3 * j + np.arange(3))) & 1  # (n, 8, 3)
+    return (bits << (7 - j)).sum(axis=1).astype(np.uint8)
 
 
 def save_palette_png(path: str | Path, mask: np.ndarray) -> None:
@@ -255,8 +238,6 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
                 arr = np.asarray(im).astype(np.int64)
             else:
                 raise DataError(path, f"mask must be a single-channel (palette or grey) PNG, got mode {im.mode}")
-    except DataError:
-        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"unreadable mask ({_short(exc)})") from None
     if arr.dtype != np.uint8:

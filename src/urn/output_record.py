@@ -24,13 +24,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from urn.engine.resume import differences, normalise_paths, pick_keys, show_value
 from urn.errors import UrnError
-from urn.io import LOCK_NAME, atomic_write_json, remove_path
+from urn.io import LOCK_NAME, _launcher_rank, atomic_write_json, claim_output, remove_path
 
 RECORD_NAME = "urn-record.json"
 #: Keys under a command's config sections that never change its outputs (speed, logging, workers).
@@ -62,21 +62,13 @@ def folder_identity(path: str | Path) -> dict[str, Any]:
     if record is not None:
         return {"path": str(path.resolve()), "record": record}
     count = size = newest = 0
-    for entry in _walk_files(path):
-        st = entry.stat()
-        count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    for root, _, names in os.walk(path):  # symlinked folders are not entered
+        for name in names:
+            file = os.path.join(root, name)
+            if name not in (LOCK_NAME, RECORD_NAME) and os.path.isfile(file):
+                st = os.stat(file)
+                count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
     return {"path": str(path.resolve()), "files": count, "bytes": size, "newest_mtime_ns": newest}
-
-
-def _walk_files(path: Path) -> Iterable[os.DirEntry]:
-    stack = [path]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file() and entry.name not in (LOCK_NAME, RECORD_NAME):
-                    yield entry
 
 
 def read_record(folder: str | Path) -> dict[str, Any] | None:
@@ -214,8 +206,6 @@ def recorded_output(
     so none writes into a folder that rank 0 is still emptying. A command that fails before writing
     anything takes its record away again (and so leaves no folder it made).
     """
-    from urn.io import _launcher_rank, claim_output
-
     with claim_output(out, option, command=command_line) as path:
         main = _launcher_rank() == 0
         if main:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from urn.errors import DataError, UrnError
-from urn.io import atomic_write_json, read_mask
+from urn.io import atomic_write_json, check_labels, read_mask
 from urn.metrics import ConfusionMatrix
 
 
@@ -59,8 +59,7 @@ def score_mask_folders(
         pred = classes.to_train(read_mask(pred_path))
         if pred.shape != gt.shape:
             raise DataError(pred_path, f"size {pred.shape[::-1]} differs from ground truth {gt.shape[::-1]}")
-        if ((pred >= n) & (pred != 255)).any():
-            raise DataError(pred_path, f"labels outside the {n} classes")
+        check_labels(pred, n, pred_path)
         cm.update_mask(gt, pred)
     if json_out is not None:
         result = cm.compute().as_dict(list(classes.names))

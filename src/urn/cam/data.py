@@ -86,15 +86,10 @@ def color_jitter(img: Image.Image, rng: np.random.Generator, strength: Sequence[
     """torchvision-style ColorJitter (brightness, contrast, saturation, hue; random order) drawn from ``rng``."""
     b, c, s, hue = strength
     ops = []
-    if b > 0:
-        f = rng.uniform(max(0.0, 1 - b), 1 + b)
-        ops.append(lambda im, f=f: ImageEnhance.Brightness(im).enhance(f))
-    if c > 0:
-        f = rng.uniform(max(0.0, 1 - c), 1 + c)
-        ops.append(lambda im, f=f: ImageEnhance.Contrast(im).enhance(f))
-    if s > 0:
-        f = rng.uniform(max(0.0, 1 - s), 1 + s)
-        ops.append(lambda im, f=f: ImageEnhance.Color(im).enhance(f))
+    for amount, enhancer in ((b, ImageEnhance.Brightness), (c, ImageEnhance.Contrast), (s, ImageEnhance.Color)):
+        if amount > 0:
+            f = rng.uniform(max(0.0, 1 - amount), 1 + amount)
+            ops.append(lambda im, f=f, enhancer=enhancer: enhancer(im).enhance(f))
     if hue > 0:
         f = rng.uniform(-hue, hue)
         ops.append(lambda im, f=f: _shift_hue(im, f))

@@ -25,7 +25,6 @@ Resumable (complete outputs are skipped, stale temp files of this rank's ids swe
 from __future__ import annotations
 
 import dataclasses
-import io as _io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,9 +55,8 @@ def save_cams(path: Path, classes: Sequence[int], cams: np.ndarray, key: str = "
 
     ``key="probs"``: a heat map, ``probs`` float16 (K + 1, H, W).
     """
-    buf = _io.BytesIO()
-    np.savez(buf, classes=np.asarray(classes, np.int64), **{key: np.asarray(cams, np.float16)})
-    io.atomic_write_bytes(path, buf.getvalue())
+    with io.atomic_open(path) as fh:
+        np.savez(fh, classes=np.asarray(classes, np.int64), **{key: np.asarray(cams, np.float16)})
 
 
 def read_cams(path: Path, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -32,10 +32,11 @@ class SEAMOutput(NamedTuple):
 class _CAMBase(nn.Module):
     """Shared plumbing: backbone, head parameter groups."""
 
-    def __init__(self, backbone: nn.Module, *, freeze_bn: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, *, dropout: float = 0.0, freeze_bn: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        self.num_classes = 0  # C including background, set by the subclass
+        self.num_classes = num_classes  # C including background
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         if freeze_bn:
             # the reference trains with frozen BN (statistics and affine): batches of 8-24 crops
             # are too small for batch statistics; the backbone keeps BN in eval mode through train()
@@ -79,9 +80,7 @@ class CAMNet(_CAMBase):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, dropout: float = 0.0, freeze_bn: bool = False) -> None:
-        super().__init__(backbone, freeze_bn=freeze_bn)
-        self.num_classes = num_classes
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        super().__init__(backbone, num_classes, dropout=dropout, freeze_bn=freeze_bn)
         self.classifier = nn.Conv2d(backbone.out_channels[-1], num_classes - 1, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)
 
@@ -108,10 +107,8 @@ class SEAMNet(_CAMBase):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, dropout: float = 0.0, freeze_bn: bool = False) -> None:
-        super().__init__(backbone, freeze_bn=freeze_bn)
-        self.num_classes = num_classes
+        super().__init__(backbone, num_classes, dropout=dropout, freeze_bn=freeze_bn)
         ch = backbone.out_channels
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.fc8 = nn.Conv2d(ch[-1], num_classes, 1, bias=False)
         self.f8_3 = nn.Conv2d(ch[-3], 64, 1, bias=False)
         self.f8_4 = nn.Conv2d(ch[-2], 128, 1, bias=False)

@@ -112,11 +112,8 @@ def seam_loss(model: SEAMNet, img1: Tensor, labels: Tensor, *, scale: float = 0.
 
 def _seam_full(model: torch.nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """``cam`` and ``cam_rv`` resized to the input size (the reference computes every term there)."""
-    out = model(x, seam=True)
-    size = x.shape[2:]
-    cam = F.interpolate(out[0], size, mode="bilinear", align_corners=True)
-    rv = F.interpolate(out[1], size, mode="bilinear", align_corners=True)
-    return cam, rv
+    cam, rv = model(x, seam=True)
+    return _down(cam, x.shape[2:]), _down(rv, x.shape[2:])
 
 
 def _down(x: Tensor, size: tuple[int, int]) -> Tensor:

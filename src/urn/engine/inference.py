@@ -52,23 +52,6 @@ def auto_batch_views(view_pixels: int, device: torch.device) -> int:
     return max(1, min(GPU_BATCH_VIEWS, CPU_BATCH_PIXELS // max(1, view_pixels)))
 
 
-def _forward(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
-    return model(views)["out"].float()
-
-
-def whole_logits(model: torch.nn.Module, x: torch.Tensor, batch_views: int | None = None) -> torch.Tensor:
-    """Logits of whole views, at most ``batch_views`` of them per forward (None: all at once).
-
-    Args:
-        x: ``(B, 3, h, w)`` normalised views of one size.
-
-    Returns:
-        ``(B, C, h, w)`` logits.
-    """
-    step = len(x) if batch_views is None else batch_views
-    return torch.cat([_forward(model, x[i : i + step]) for i in range(0, len(x), step)])
-
-
 def slide_logits(
     model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int, batch_views: int | None = None
 ) -> torch.Tensor:
@@ -102,7 +85,7 @@ def slide_logits(
     for start in range(0, len(pairs), step):
         chunk = pairs[start : start + step]
         crops = torch.stack([x[b, :, y1:y2, x1:x2] for (y1, y2, x1, x2), b in chunk])
-        logits = _forward(model, crops)
+        logits = model(crops)["out"].float()
         if out is None:
             out = torch.zeros((n_views, logits.shape[1], h, w), device=x.device, dtype=torch.float32)
         for ((y1, y2, x1, x2), b), window_logits in zip(chunk, logits, strict=True):
@@ -153,10 +136,9 @@ def predict_probs(
         with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
             view_pixels = min(nh, cfg.crop_size) * min(nw, cfg.crop_size) if cfg.mode == "slide" else nh * nw
             per_forward = cfg.batch_views if cfg.batch_views is not None else auto_batch_views(view_pixels, device)
-            if cfg.mode == "slide":
-                logits = slide_logits(model, x, cfg.crop_size, cfg.stride, per_forward)
-            else:
-                logits = whole_logits(model, x, per_forward)
+            # whole mode: one window the size of the view
+            crop, stride = (cfg.crop_size, cfg.stride) if cfg.mode == "slide" else (max(nh, nw), 1)
+            logits = slide_logits(model, x, crop, stride, per_forward)
         logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
         probs = logits.softmax(dim=1)
         if cfg.flip:

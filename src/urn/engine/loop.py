@@ -329,5 +329,5 @@ def training_loader(
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
         # the workers leave SIGINT/SIGTERM to this process, which saves before it stops (urn.engine.stopping)
-        worker_init_fn=worker_init(),
+        worker_init_fn=worker_init,
     )

@@ -178,14 +178,10 @@ def classifier_identity(
 # ----------------------------------------------------------------------------------------- comparing
 def show_value(value: Any) -> str:
     """A value as it would be written on the command line, cut to a readable length."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
+    if isinstance(value, str):
         text = value
-    elif isinstance(value, list):
-        text = json.dumps(value)
+    elif value is None or isinstance(value, bool | list):
+        text = json.dumps(value)  # null, true, false, [...]
     else:
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -54,11 +54,9 @@ class KeyBatchSampler(Sampler[list[int]]):
 
     def _key(self, position: int) -> int:
         epoch, i = divmod(position, self.n)
-        perm = self._perms.get(epoch)
-        if perm is None:
+        if epoch not in self._perms:  # only the current epoch's permutation is kept
             self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
-            perm = self._perms[epoch]
-        return epoch * self.n + int(perm[i])
+        return epoch * self.n + int(self._perms[epoch][i])
 
     def __iter__(self) -> Iterator[list[int]]:
         for it in range(self.start, self.total):

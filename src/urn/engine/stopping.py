@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from urn.errors import UrnError
@@ -58,17 +58,13 @@ class StopRequest:
             signal.signal(sig, old)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def worker_init() -> Callable[[int], None]:
+def worker_init(worker_id: int) -> None:
     """A DataLoader ``worker_init_fn`` making the worker ignore SIGINT/SIGTERM.
 
     Picklable (a module function), so it works with every start method.
     """
-    return _ignore_stop_signals
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _is_worker_death(exc: BaseException) -> bool:

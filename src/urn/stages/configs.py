@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from urn.config import Config
+from urn.config import Config, load_config
 
 
 def heat_stage_config(cfg: Config) -> Config | None:
     """The stage-1 classifier's config (``cam.heat_stage``) on the run's dataset, or ``None``."""
     if not cfg.cam.heat_stage or cfg.data.pseudo_masks is not None:
         return None
-    from urn.config import load_config
-
     heat = load_config(cfg.cam.heat_stage)
     # the run's dataset, whatever the stage-1 preset was written for
     return dataclasses.replace(heat, data=cfg.data, cam=dataclasses.replace(heat.cam, heat_stage=None, heat_dir=None))

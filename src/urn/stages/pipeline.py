@@ -47,7 +47,7 @@ from typing import Any
 from urn.config import Config, config_to_dict
 from urn.engine import distributed
 from urn.engine import resume as resume_policy
-from urn.errors import DataError, UrnError
+from urn.errors import ConfigError, DataError, UrnError
 from urn.io import atomic_write_json, remove_path
 from urn.stages.checks import COVERAGE, COVERAGE_STAGES, check_coverage
 from urn.stages.configs import stage_configs
@@ -211,19 +211,17 @@ def _check_records(
             continue
         if i < first:
             hint = f"--from {STAGES[first]} uses it as it is: rerun without --from to redo it, or use a new --out"
-            raise UrnError(
-                resume_policy.mismatch_message(folder, stored, wanted, keys, made="made", hint=hint, show=_as_written)
-            )
-        if not recompute:
+        elif not recompute:
             after = f" and the stages after it ({', '.join(STAGES[i + 1 :])})" if i + 1 < len(STAGES) else ""
             hint = f"rerun with --recompute to redo {stage}{after}, or use a new --out"
-            raise UrnError(
-                resume_policy.mismatch_message(folder, stored, wanted, keys, made="made", hint=hint, show=_as_written)
-            )
-        if is_main:
-            _delete_after(run_dir, stage, including=True)
-        distributed.barrier()
-        return
+        else:
+            if is_main:
+                _delete_after(run_dir, stage, including=True)
+            distributed.barrier()
+            return
+        raise UrnError(
+            resume_policy.mismatch_message(folder, stored, wanted, keys, made="made", hint=hint, show=_as_written)
+        )
 
 
 def _delete_after(run_dir: Path, stage: str, *, including: bool = False) -> None:
@@ -246,8 +244,6 @@ def _check_init(cfg: Config, stages: tuple[str, ...], use_cam: bool, heat: Confi
     if use_cam and "cam_train" in stages:
         check_backbone_init(cfg.cam.backbone, "cam.backbone")
     if heat is not None and "heat_train" in stages:
-        from urn.errors import ConfigError
-
         try:
             check_backbone_init(heat.cam.backbone, "cam.backbone")
         except ConfigError as exc:  # its keys live in that config: say where, and how to change them

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urn.config import Config
 from urn.engine import distributed
 from urn.engine.checkpoint import load_segmentor
-from urn.io import TMP_SUFFIX, atomic_open, atomic_write_json, atomic_write_text
+from urn.io import atomic_open, atomic_write_json, atomic_write_text, remove_stale_temps_of
 
 if TYPE_CHECKING:
     from urn.data.layout import DatasetLayout
@@ -104,6 +104,7 @@ def run_eval(
         With ``out``, also writes ``out/metrics.json`` (and ``out/predictions/`` if asked).
     """
     from urn.engine.evaluate import evaluate_segmentor, uses_crf
+    from urn.metrics import format_scores
 
     info, layout, model = _open_model(cfg, checkpoint, device)
     split = split or cfg.data.val_split
@@ -119,8 +120,6 @@ def run_eval(
         crf=uses_crf(cfg, cfg.infer),  # what ran: infer.crf and crf.enabled
         mode=cfg.infer.mode,
     )
-    from urn.metrics import format_scores
-
     table = format_scores(scores, names)
     if out is not None and info.is_main:
         atomic_write_json(Path(out) / "metrics.json", result)
@@ -148,8 +147,7 @@ def run_predict(
     info, layout, model = _open_model(cfg, checkpoint, device)
     out = Path(out)
     if voc_server and info.is_main:
-        for tmp in out.glob(f".{TARBALL}.*{TMP_SUFFIX}"):  # an archive a killed run was packing
-            tmp.unlink(missing_ok=True)
+        remove_stale_temps_of(out, [TARBALL])  # an archive a killed run was packing
     target = predict_split(
         model, layout, split, cfg, info, out / (VOC_SERVER_DIR if voc_server else "predictions"), quiet=quiet
     )

@@ -20,6 +20,7 @@ R = G = w = uint8((1 - U) * 255) and B = label. Labels on disk are raw ids, as i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,8 +38,10 @@ from urn.io import (
     load_npy,
     read_mask,
     remove_stale_temps,
+    save_palette_png,
 )
 from urn.progress import progress_bar
+from urn.stages.configs import stage_configs
 
 MASKS, UNCERTAINTY, REFERENCE = "masks", "uncertainty", "reference"
 CRF_REQUIRED = (
@@ -99,8 +102,10 @@ def run_uncertainty(
 ) -> Path:
     """Write cyclic masks and uncertainty maps for ``cfg.uncertainty.split``. Returns ``out``."""
     import torch
+    from PIL import Image
 
     from urn.data.layout import DatasetLayout, read_target, resolve_dir
+    from urn.engine.inference import predict_probs
     from urn.uncertainty_core import reference_png_array, response_scaling
 
     if (checkpoint is None) == (probs_dir is None):
@@ -157,14 +162,10 @@ def run_uncertainty(
             pending = pool.submit(load, todo[n + 1]) if n + 1 < len(todo) else None
             t0 = time.perf_counter()
             if probs is None:
-                from urn.engine.inference import predict_probs
-
                 with torch.no_grad():
                     probs = predict_probs(model, image, cfg.infer, info.device, amp=cfg.train.amp)
             t1 = time.perf_counter()
-            allowed = None
-            if ucfg.restrict_to_tags:
-                allowed = {0, *tags.get(image_id, ())}
+            allowed = {0, *tags.get(image_id, ())} if ucfg.restrict_to_tags else None
             try:
                 result = response_scaling(
                     image,
@@ -183,7 +184,12 @@ def run_uncertainty(
             if ucfg.keep_original_mask:
                 mask, _ = read_target(kept_dir / f"{image_id}.png", layout)  # type: ignore[operator]
             raw = classes.to_raw(mask)  # files hold raw ids; training maps them back (read_target)
-            _write_outputs(out, image_id, raw, result.uncertainty, ucfg.reference_format, reference_png_array)
+            atomic_save_npy(out / UNCERTAINTY / f"{image_id}.npy", result.uncertainty.astype(np.float16))
+            if ucfg.reference_format:
+                reference = reference_png_array(raw, result.uncertainty)[..., ::-1].copy()
+                atomic_save_png(out / REFERENCE / f"{image_id}.png", Image.fromarray(reference))
+            # The mask goes last: its presence marks the image as complete for a resumed run.
+            save_palette_png(out / MASKS / f"{image_id}.png", raw)
             bar.update(1)
     bar.close()
     done = len(todo)
@@ -207,26 +213,9 @@ def run_uncertainty(
     return out
 
 
-def _write_outputs(out: Path, image_id: str, mask: np.ndarray, u: np.ndarray, reference: bool, ref_fn) -> None:
-    """Write the outputs of one image; ``mask`` holds raw label ids (``ClassList.to_raw``)."""
-    from PIL import Image
-
-    from urn.io import save_palette_png
-
-    atomic_save_npy(out / UNCERTAINTY / f"{image_id}.npy", u.astype(np.float16))
-    if reference:
-        atomic_save_png(out / REFERENCE / f"{image_id}.png", Image.fromarray(ref_fn(mask, u)[..., ::-1].copy()))
-    # The mask goes last: its presence marks the image as complete for a resumed run.
-    save_palette_png(out / MASKS / f"{image_id}.png", mask)
-
-
 def run(cfg: Config, run_dir: Path, *, device: str | None = None, quiet: bool = False) -> Path:
     """Stage ``uncertainty`` of ``urn run``: the cyclic masks and uncertainty of the training split from
     Seg-1 (``RUN/uncertainty``); returns that folder."""
-    import dataclasses
-
-    from urn.stages.configs import stage_configs
-
     seg1 = stage_configs(cfg, run_dir)["uncertainty"]
     ucfg = dataclasses.replace(seg1, uncertainty=dataclasses.replace(seg1.uncertainty, split=seg1.data.train_split))
     folder = run_dir / "uncertainty"

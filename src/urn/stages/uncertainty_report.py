@@ -18,14 +18,13 @@ contiguous indices), so COCO's category ids compare with the ground truth correc
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from urn.data.layout import read_target
 from urn.errors import UrnError
-from urn.io import IGNORE_INDEX, atomic_save_png, atomic_write_bytes, atomic_write_json, colorize, load_npy
+from urn.io import IGNORE_INDEX, atomic_open, atomic_save_png, atomic_write_json, colorize, load_npy
 from urn.metrics import ConfusionMatrix
 from urn.progress import progress_bar
 
@@ -201,7 +200,6 @@ def _plot_deciles(deciles: list[dict], path: Path) -> None:
     ax.set_title("Pseudo-mask error rate by uncertainty")
     ax.set_xlim(0, 1)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
