@@ -18,6 +18,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,49 @@ import yaml
 from urn import reference_values as ref
 from urn.crf.params import PMM_CRF, CRFParams
 from urn.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------ value ranges
+# What each value may be is declared at its field (``ruled``); check_values tests every loaded config. A
+# rule is (test of one number, phrase saying what is allowed); sequences are checked item by item.
+_Rule = tuple[typing.Callable[[float], bool], str]
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+_POS: _Rule = (lambda x: _finite(x) and x > 0, "a finite number > 0")
+_NONNEG: _Rule = (lambda x: _finite(x) and x >= 0, "a finite number >= 0")
+_UNIT: _Rule = (lambda x: _finite(x) and 0 <= x <= 1, "a number in [0, 1]")
+_FRACTION_OPEN: _Rule = (lambda x: _finite(x) and 0 < x <= 1, "a number in (0, 1]")
+_DROPOUT: _Rule = (lambda x: _finite(x) and 0 <= x < 1, "a number in [0, 1)")
+_FLOOR: _Rule = (lambda x: _finite(x) and 0 < x < 1, "a number in (0, 1)")
+_ANY: _Rule = (_finite, "a finite number")
+_INT1: _Rule = (lambda x: x >= 1, "an integer >= 1")
+_INT0: _Rule = (lambda x: x >= 0, "an integer >= 0")
+_CROP: _Rule = (lambda x: x >= 8, "an integer >= 8 (pixels)")
+_STRIDE: _Rule = (lambda x: x in (8, 16, 32), "one of 8, 16, 32")
+
+
+def ruled(default: Any, rule: _Rule, *, ordered: bool = False, non_empty: bool = False) -> Any:
+    """A config field with ``default`` whose value (each item, for a list) must pass ``rule``.
+
+    ``ordered``: a (lo, hi) pair with lo <= hi; ``non_empty``: a list with at least one value.
+    """
+    return field(default=default, metadata={"rule": rule, "ordered": ordered, "non_empty": non_empty})
+
+
+#: The rules of a CRFParams section (URN's ``crf`` and PMM's ``pmm.crf``): its fields are the CRF's own.
+_CRF_RULES: dict[str, _Rule] = {
+    "iters": _INT1,
+    "gaussian_sxy": _POS,
+    "gaussian_compat": _NONNEG,
+    "bilateral_sxy": _POS,
+    "bilateral_srgb": _POS,
+    "bilateral_compat": _NONNEG,
+    "prob_floor": _FLOOR,
+}
+
 
 # ------------------------------------------------------------------------------------------ sections
 
@@ -49,13 +93,13 @@ class DataConfig:
     # `urn uncertainty` writes, or of the reference's 3-channel [label, w, w] PNGs.
     uncertainty: str | None = None
     fully_supervised: bool = False  # train on ground truth: the upper bound, never the default
-    base_size: tuple[int, int] = (2048, 512)  # mmseg img_scale (long, short) bound
-    ratio_range: tuple[float, float] = (0.5, 2.0)
-    crop_size: int = 512
-    cat_max_ratio: float = 0.75
+    base_size: tuple[int, int] = ruled((2048, 512), _INT1)  # mmseg img_scale (long, short) bound
+    ratio_range: tuple[float, float] = ruled((0.5, 2.0), _POS, ordered=True)
+    crop_size: int = ruled(512, _CROP)
+    cat_max_ratio: float = ruled(0.75, _FRACTION_OPEN)
     photometric: bool = True
-    skip_bad_samples: int = 0  # how many unreadable samples training may skip (logged) before it stops
-    num_workers: int = 2
+    skip_bad_samples: int = ruled(0, _INT0)  # how many unreadable samples training may skip (logged) before it stops
+    num_workers: int = ruled(2, _INT0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +107,7 @@ class BackboneConfig:
     """A timm (or urn-native) backbone, made output-stride 8 by dilation."""
 
     name: str = "resnet18"
-    output_stride: int = 8
+    output_stride: int = ruled(8, _STRIDE)
     pretrained: bool = False  # from timm's hub (needs network)
     weights: str | None = None  # local file: timm / torchvision / reference state dict
     # BN running statistics frozen at their ImageNet values, scale and shift still trained (mmseg's
@@ -83,11 +127,11 @@ class ModelConfig:
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: str = "psp"
-    head_channels: int = 512
+    head_channels: int = ruled(512, _INT1)
     aux_head: bool = True
-    aux_channels: int = 256
-    aux_weight: float = 0.4
-    dropout: float = 0.1
+    aux_channels: int = ruled(256, _INT1)
+    aux_weight: float = ruled(0.4, _NONNEG)
+    dropout: float = ruled(0.1, _DROPOUT)
     sync_bn: bool = False
 
 
@@ -97,36 +141,36 @@ class PUSConfig:
 
     enabled: bool = False
     type: Literal["clamp", "pow", "ignore"] = "clamp"
-    beta: float = 0.5
-    k: float = 0.5
+    beta: float = ruled(0.5, _ANY)
+    k: float = ruled(0.5, _ANY)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Iteration-based SGD training of a segmentor."""
 
-    iters: int = 20000
-    batch_size: int = 16  # global batch (split across ranks)
-    lr: float = 0.005
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    min_lr: float = 1e-4
-    head_lr_mult: float = 1.0  # the reference uses one LR for all parameters
+    iters: int = ruled(20000, _INT1)
+    batch_size: int = ruled(16, _INT1)  # global batch (split across ranks)
+    lr: float = ruled(0.005, _POS)
+    momentum: float = ruled(0.9, _NONNEG)
+    weight_decay: float = ruled(5e-4, _NONNEG)
+    poly_power: float = ruled(0.9, _NONNEG)
+    min_lr: float = ruled(1e-4, _NONNEG)
+    head_lr_mult: float = ruled(1.0, _POS)  # the reference uses one LR for all parameters
     pus: PUSConfig = field(default_factory=PUSConfig)
     weighting: Literal["none", "hard", "soft"] = "none"  # Seg-2 uncertainty weighting
-    weight_thresh: float = 0.05
+    weight_thresh: float = ruled(0.05, _UNIT)
     # "class": rescale the uncertainty weights so that every class of the batch keeps its total weight
     # (URN_ALGORITHM.md has no such step; "none" is the reference). See losses.balance_per_class.
     weight_balance: Literal["none", "class"] = "none"
     valid_mean: bool = True  # divide the loss by valid pixels (False: the reference's mean over all)
     amp: bool = True  # used on CUDA only
     channels_last: bool = False
-    grad_clip: float | None = None
+    grad_clip: float | None = ruled(None, _POS)
     seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 2000
-    val_every: int = 2000  # 0 disables periodic validation
+    log_every: int = ruled(10, _INT1)
+    ckpt_every: int = ruled(2000, _INT1)
+    val_every: int = ruled(2000, _INT0)  # 0 disables periodic validation
 
 
 @dataclass(frozen=True)
@@ -146,15 +190,15 @@ class InferConfig:
     """Test-time inference: whole image or sliding window, multi-scale + flip, CRF."""
 
     mode: Literal["whole", "slide"] = "slide"
-    crop_size: int = 512
-    stride: int = 480
-    base_size: tuple[int, int] = (2048, 512)
-    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    crop_size: int = ruled(512, _CROP)
+    stride: int = ruled(480, _INT1)
+    base_size: tuple[int, int] = ruled((2048, 512), _INT1)
+    scales: tuple[float, ...] = ruled((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), _POS, non_empty=True)
     flip: bool = True
     crf: bool = True  # dense CRF on the averaged probabilities (only while crf.enabled)
     # Views of one size (a scale and its flip, or sliding windows) per forward. None (default):
     # urn.engine.inference.auto_batch_views decides (4 on a GPU; on CPU only small views share one).
-    batch_views: int | None = None
+    batch_views: int | None = ruled(None, _INT1)
 
 
 @dataclass(frozen=True)
@@ -162,7 +206,7 @@ class UncertaintyConfig:
     """Response scaling: exponents, weights and the options the reference lacks."""
 
     split: str = "train"
-    exponents: tuple[float, ...] = ref.VOC_EXPONENTS
+    exponents: tuple[float, ...] = ruled(ref.VOC_EXPONENTS, _POS, non_empty=True)
     restrict_to_tags: bool = False
     keep_original_mask: bool = False
     reference_format: bool = False
@@ -174,19 +218,19 @@ class CAMConfig:
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet18", output_stride=16))
     network: Literal["plain", "seam"] = "plain"
-    iters: int = 2000
-    batch_size: int = 16
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    head_lr_mult: float = 10.0
-    crop_size: int = 448
-    resize_long: tuple[int, int] = (448, 768)
+    iters: int = ruled(2000, _INT1)
+    batch_size: int = ruled(16, _INT1)
+    lr: float = ruled(0.01, _POS)
+    momentum: float = ruled(0.9, _NONNEG)
+    weight_decay: float = ruled(5e-4, _NONNEG)
+    poly_power: float = ruled(0.9, _NONNEG)
+    head_lr_mult: float = ruled(10.0, _POS)
+    crop_size: int = ruled(448, _CROP)
+    resize_long: tuple[int, int] = ruled((448, 768), _INT1, ordered=True)
     seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 500
-    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    log_every: int = ruled(10, _INT1)
+    ckpt_every: int = ruled(500, _INT1)
+    scales: tuple[float, ...] = ruled((1.0, 0.5, 1.5, 2.0), _POS, non_empty=True)
     flip: bool = True
     multi_crop: bool = False
     # Q1: PMM's PolyOptimizer puts weight_decay into SGD's momentum slot, so the reference trains
@@ -194,20 +238,22 @@ class CAMConfig:
     # that way, and momentum 0.9 on top multiplies the effective step by ~10, so True is the
     # default: `momentum` is then ignored. False uses `momentum` as written.
     momentum_quirk: bool = True
-    head_dropout: float = 0.0  # Dropout2d before the classifier (WRN-38 reference: 0.5)
+    head_dropout: float = ruled(0.0, _DROPOUT)  # Dropout2d before the classifier (WRN-38 reference: 0.5)
     freeze_bn: bool = False  # backbone norm layers in eval mode, affine frozen (reference: True)
     freeze_stem: bool = False  # stem + first stage frozen (reference: True)
-    seam_scale: float = 0.3  # size ratio of SEAM's second view
-    color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
+    seam_scale: float = ruled(0.3, _POS)  # size ratio of SEAM's second view
+    color_jitter: tuple[float, float, float, float] = ruled((0.3, 0.3, 0.3, 0.1), _NONNEG)
     heat_dir: str | None = None  # heat maps (`urn cam infer --heat-out`): heat-guided multi-crop training
     # `urn run`: the config (preset or YAML) of a stage-1 classifier that the pipeline trains first; its
     # heat maps then guide this classifier's multi-crop training (PMM's VOC chain: cam_voc12_wr38).
     heat_stage: str | None = None
-    crop_scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)
-    crop_stride: int = 300  # multi-crop tiling stride (tiles are crop_size)
-    batch_views: int = 8  # inference: views (scales/flips/tiles) per forward
-    heat_alpha: float = 24.0  # background power of the heat-map CRF (stage 2)
-    num_workers: int = 2
+    crop_scales: tuple[float, ...] = ruled(
+        (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0), _POS, non_empty=True
+    )
+    crop_stride: int = ruled(300, _INT1)  # multi-crop tiling stride (tiles are crop_size)
+    batch_views: int = ruled(8, _INT1)  # inference: views (scales/flips/tiles) per forward
+    heat_alpha: float = ruled(24.0, _POS)  # background power of the heat-map CRF (stage 2)
+    num_workers: int = ruled(2, _INT0)
     eval_val: bool = True  # classification mAP/F1 on data.val_split at the end of training
 
 
@@ -216,18 +262,18 @@ class PMMConfig:
     """Pseudo-masks from CAMs: CVS + per-class CRF + PPMG (or the plain threshold baseline)."""
 
     method: Literal["pmm", "threshold", "threshold_crf"] = "pmm"
-    cam_thresh: float = 0.05
-    cv_scale: float = 0.3
+    cam_thresh: float = ruled(0.05, _UNIT)
+    cv_scale: float = ruled(0.3, _POS)
     # alpha of the background score (1 - Â) ** alpha; "auto": the label-free rule of docs/cam.md (Otsu's
     # threshold of the split's smoothed CAM values, turned into the alpha that crosses there)
-    bg_power: float | Literal["auto"] = 11.0
-    bg_threshold: float = 0.15
-    low_confidence_ignore: float | None = None
+    bg_power: float | Literal["auto"] = ruled(11.0, _POS)
+    bg_threshold: float = ruled(0.15, _UNIT)
+    low_confidence_ignore: float | None = ruled(None, _UNIT)
     # the per-class two-label CRF of the merging (spec 1.6); a copy per config, since loading sets fields
     crf: CRFParams = field(default_factory=lambda: dataclasses.replace(PMM_CRF))
     # pydensecrf: measured 3-30x faster than urn.crf's batched backend on PMM's few 2-label problems
     crf_backend: Literal["auto", "pydensecrf", "batched"] = "pydensecrf"
-    num_workers: int = 0  # worker processes for CRF + merging (0: in process)
+    num_workers: int = ruled(0, _INT0)  # worker processes for CRF + merging (0: in process)
 
 
 @dataclass(frozen=True)
@@ -455,122 +501,6 @@ def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-# ---------------------------------------------------------------------------------------- value ranges
-# One source of truth for what each value may be: field path (``*`` = every training schedule, train and
-# seg2) -> rule. A rule is (test of one number, phrase saying what is allowed). Sequences are checked item
-# by item; ``_PAIR_ORDERED`` lists the (lo, hi) pairs whose first value may not exceed the second.
-_Rule = tuple[typing.Callable[[float], bool], str]
-
-
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-_POS: _Rule = (lambda x: _finite(x) and x > 0, "a finite number > 0")
-_NONNEG: _Rule = (lambda x: _finite(x) and x >= 0, "a finite number >= 0")
-_UNIT: _Rule = (lambda x: _finite(x) and 0 <= x <= 1, "a number in [0, 1]")
-_FRACTION_OPEN: _Rule = (lambda x: _finite(x) and 0 < x <= 1, "a number in (0, 1]")
-_DROPOUT: _Rule = (lambda x: _finite(x) and 0 <= x < 1, "a number in [0, 1)")
-_FLOOR: _Rule = (lambda x: _finite(x) and 0 < x < 1, "a number in (0, 1)")
-_ANY: _Rule = (_finite, "a finite number")
-_INT1: _Rule = (lambda x: x >= 1, "an integer >= 1")
-_INT0: _Rule = (lambda x: x >= 0, "an integer >= 0")
-_CROP: _Rule = (lambda x: x >= 8, "an integer >= 8 (pixels)")
-_STRIDE: _Rule = (lambda x: x in (8, 16, 32), "one of 8, 16, 32")
-
-_CRF_RULES: dict[str, _Rule] = {
-    "iters": _INT1,
-    "gaussian_sxy": _POS,
-    "gaussian_compat": _NONNEG,
-    "bilateral_sxy": _POS,
-    "bilateral_srgb": _POS,
-    "bilateral_compat": _NONNEG,
-    "prob_floor": _FLOOR,
-}
-VALUE_RULES: dict[str, _Rule] = {
-    # data
-    "data.base_size": _INT1,
-    "data.ratio_range": _POS,
-    "data.crop_size": _CROP,
-    "data.cat_max_ratio": _FRACTION_OPEN,
-    "data.skip_bad_samples": _INT0,
-    "data.num_workers": _INT0,
-    # model
-    "model.backbone.output_stride": _STRIDE,
-    "model.head_channels": _INT1,
-    "model.aux_channels": _INT1,
-    "model.aux_weight": _NONNEG,
-    "model.dropout": _DROPOUT,
-    # training schedules (train and seg2)
-    "*.iters": _INT1,
-    "*.batch_size": _INT1,
-    "*.lr": _POS,
-    "*.momentum": _NONNEG,
-    "*.weight_decay": _NONNEG,
-    "*.poly_power": _NONNEG,
-    "*.min_lr": _NONNEG,
-    "*.head_lr_mult": _POS,
-    "*.pus.beta": _ANY,
-    "*.pus.k": _ANY,
-    "*.weight_thresh": _UNIT,
-    "*.grad_clip": _POS,
-    "*.log_every": _INT1,
-    "*.ckpt_every": _INT1,
-    "*.val_every": _INT0,
-    # dense CRFs (URN's and PMM's)
-    **{f"{section}.{key}": rule for section in ("crf", "pmm.crf") for key, rule in _CRF_RULES.items()},
-    # inference
-    "infer.crop_size": _CROP,
-    "infer.stride": _INT1,
-    "infer.base_size": _INT1,
-    "infer.scales": _POS,
-    "infer.batch_views": _INT1,
-    # uncertainty
-    "uncertainty.exponents": _POS,
-    # classification phase
-    "cam.backbone.output_stride": _STRIDE,
-    "cam.iters": _INT1,
-    "cam.batch_size": _INT1,
-    "cam.lr": _POS,
-    "cam.momentum": _NONNEG,
-    "cam.weight_decay": _NONNEG,
-    "cam.poly_power": _NONNEG,
-    "cam.head_lr_mult": _POS,
-    "cam.crop_size": _CROP,
-    "cam.resize_long": _INT1,
-    "cam.log_every": _INT1,
-    "cam.ckpt_every": _INT1,
-    "cam.scales": _POS,
-    "cam.head_dropout": _DROPOUT,
-    "cam.seam_scale": _POS,
-    "cam.color_jitter": _NONNEG,
-    "cam.crop_scales": _POS,
-    "cam.crop_stride": _INT1,
-    "cam.batch_views": _INT1,
-    "cam.heat_alpha": _POS,
-    "cam.num_workers": _INT0,
-    # pseudo-masks
-    "pmm.cam_thresh": _UNIT,
-    "pmm.cv_scale": _POS,
-    "pmm.bg_power": _POS,
-    "pmm.bg_threshold": _UNIT,
-    "pmm.low_confidence_ignore": _UNIT,
-    "pmm.num_workers": _INT0,
-}
-#: (lo, hi) pairs: the first value may not exceed the second.
-_PAIR_ORDERED = ("data.ratio_range", "cam.resize_long")
-#: Sequences that must hold at least one value.
-_NON_EMPTY = ("infer.scales", "uncertainty.exponents", "cam.scales", "cam.crop_scales")
-_SCHEDULES = ("train", "seg2")
-
-
-def _get_path(cfg: Any, dotted: str) -> Any:
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _fmt(value: Any) -> str:
     """A value as the message shows it: ``nan``/``inf`` as YAML users write them, lists in brackets."""
     if isinstance(value, tuple | list):
@@ -581,7 +511,8 @@ def _fmt(value: Any) -> str:
 
 
 def check_values(cfg: Config, where_of: typing.Callable[[str], str] = lambda path: "config") -> None:
-    """Check every value of :data:`VALUE_RULES` (and every float for being finite) on a loaded config.
+    """Check every ruled value (:func:`ruled`, and a CRF section's :data:`_CRF_RULES`) and every float for
+    being finite, on a loaded config.
 
     Raises:
         ConfigError: ``<where>: '<path>' must be <rule>, got <value>``, ``where_of(path)`` naming the
@@ -591,36 +522,37 @@ def check_values(cfg: Config, where_of: typing.Callable[[str], str] = lambda pat
     def fail(path: str, phrase: str, value: Any) -> ConfigError:
         return ConfigError(f"{where_of(path)}: '{path}' must be {phrase}, got {_fmt(value)}")
 
-    for key, (test, phrase) in VALUE_RULES.items():
-        for path in [key.replace("*", s, 1) for s in _SCHEDULES] if key.startswith("*") else [key]:
-            value = _get_path(cfg, path)
-            if value is None or isinstance(value, str):  # optional (None) or a named mode ("auto")
-                continue
+    for path, value, meta in _all_values(cfg, ""):
+        items = value if isinstance(value, tuple) else (value,)
+        rule = meta.get("rule")
+        # optional (None) and named modes ("auto") are not numbers to rule on
+        if rule is not None and value is not None and not isinstance(value, str):
+            test, phrase = rule
             if not isinstance(value, tuple):
                 if not test(value):
                     raise fail(path, phrase, value)
-                continue
-            if not value and path in _NON_EMPTY:
+            elif not value and meta.get("non_empty"):
                 raise fail(path, f"a non-empty list of values, each {phrase}", value)
-            if not all(test(v) for v in value):
+            elif not all(test(v) for v in value):
                 raise fail(path, f"a list of values, each {phrase}", value)
-            if path in _PAIR_ORDERED and value[0] > value[1]:
+            elif meta.get("ordered") and value[0] > value[1]:
                 raise fail(path, "[lo, hi] with lo <= hi", value)
-    for path, value in _all_values(cfg, ""):  # no NaN or infinity anywhere, ruled or not
-        items = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):  # no NaN or infinity anywhere
             raise fail(
                 path, "a finite number" if items is not value else "a list of values, each a finite number", value
             )
 
 
-def _all_values(obj: Any, prefix: str) -> typing.Iterator[tuple[str, Any]]:
+def _all_values(obj: Any, prefix: str) -> typing.Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """``(dotted path, value, the field's metadata)`` of every value of a config, in field order."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             yield from _all_values(value, prefix + f.name + ".")
+        elif isinstance(obj, CRFParams) and f.name in _CRF_RULES:
+            yield prefix + f.name, value, {"rule": _CRF_RULES[f.name]}
         else:
-            yield prefix + f.name, value
+            yield prefix + f.name, value, f.metadata
 
 
 def _where_set(chain: list[tuple[dict[str, Any], str]], overridden: list[str]) -> typing.Callable[[str], str]:
