@@ -171,6 +171,18 @@ def test_cam_checkpoint_in_a_segmentation_folder_is_refused(cli, demo_root, tmp_
     assert_user_error(result, str(out / "last.pt"), "not a `urn train` checkpoint", "--restart")
 
 
+def test_checkpoint_of_an_earlier_urn_without_identity_is_refused_and_kept(cli, demo_root, tmp_path):
+    """Pre-release checkpoints held no identity (nor, for the classifier, a kind): refused, not guessed."""
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"model": {}, "iteration": 3, "config": {}}, out / "last.pt")
+    before = (out / "last.pt").read_bytes()
+    for run in (_seg, _cam):
+        result = run(cli, demo_root, out)
+        assert_user_error(result, str(out / "last.pt"), "an earlier urn, without its identity", "--restart")
+    assert (out / "last.pt").read_bytes() == before
+
+
 def test_log_of_a_run_killed_before_its_first_checkpoint_is_not_appended_to(cli, demo_root, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -49,7 +49,7 @@ from urn.engine.loop import (
     training_loader,
     trim_log,
 )
-from urn.errors import ConfigError, DataError, UrnError
+from urn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 CHECKPOINT = LAST  # one checkpoint name for every training (urn.engine.loop)
@@ -104,23 +104,12 @@ def run(
     # 2. what is in OUT already: resume it, refuse it, or start afresh (before anything is built)
     class_names = list(layout.classes.names)
     wanted = resume_policy.classifier_identity(config_to_dict(cfg), class_names)
-
-    def stored_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
-        # a classifier checkpoint written before they had a kind has no AMP scaler state
-        if ckpt.get("kind", "segmentor" if "scaler" in ckpt else "classifier") != "classifier":
-            raise UrnError(f"{ckpt_path}: not a `urn cam train` checkpoint; {resume_policy.HINT}")
-        if isinstance(ckpt.get("identity"), dict):
-            return ckpt["identity"]
-        if not isinstance(ckpt.get("config"), dict) or "cam" not in ckpt["config"]:
-            raise UrnError(f"{ckpt_path}: a checkpoint without its config, cannot resume it; {resume_policy.HINT}")
-        names = ckpt.get("class_names")
-        return resume_policy.classifier_identity(ckpt["config"], names, num_classes=ckpt.get("num_classes"))
-
     state = resume_policy.open_run(
         out,
         CHECKPOINT,
         wanted,
-        stored_identity,
+        "classifier",
+        "urn cam train",
         leftovers=(LOG, TENSORBOARD, "metrics.json", "config.yaml"),
         restart=restart,
         resume=resume,

@@ -68,11 +68,8 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any] | Tensor) -> None:
-    """Restore :func:`rng_state` (a bare tensor is a torch CPU state, as older checkpoints stored it)."""
-    if isinstance(state, Tensor):
-        torch.set_rng_state(state)
-        return
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -83,18 +80,15 @@ def set_rng_state(state: dict[str, Any] | Tensor) -> None:
 
 
 def restore_rng(stored: Any, info: DistInfo) -> Callable[[], None]:
-    """A function restoring this rank's share of a checkpoint's ``rng`` entry (per-rank list or one state).
+    """A function restoring this rank's share of a checkpoint's ``rng`` entry (one state per rank).
 
     A list from another number of ranks leaves the seeded state as it is: the run still resumes, only
     not bit-exactly.
     """
 
     def restore() -> None:
-        if isinstance(stored, list):
-            if len(stored) == info.world_size:
-                set_rng_state(stored[info.rank])
-        elif stored is not None:
-            set_rng_state(stored)
+        if isinstance(stored, list) and len(stored) == info.world_size:
+            set_rng_state(stored[info.rank])
 
     return restore
 

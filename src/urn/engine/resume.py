@@ -16,8 +16,7 @@ The identity of a training is the part of the resolved config that decides its w
 the classes, the data it reads and the schedule (learning rate, iterations, batch size, seed, ...).
 Keys that only decide logging, checkpoint frequency, worker processes or what happens after training
 are left out (see :data:`SEG_IGNORED` and :data:`CAM_IGNORED`), so a rerun may change them. Paths are
-compared as absolute paths. The identity is stored in the checkpoint (``"identity"``); for an older
-checkpoint without one it is derived from its stored ``config``.
+compared as absolute paths. The identity is stored in the checkpoint (``"identity"``).
 """
 
 from __future__ import annotations
@@ -119,9 +118,8 @@ def normalise_paths(flat: dict[str, Any], root: str | Path | None = None, cwd: s
 def segmentation_identity(
     config: dict[str, Any],
     schedule: str,
-    classes: Sequence[str] | None,
+    classes: Sequence[str],
     *,
-    num_classes: int | None = None,
     target_dir: str | None = None,
     uncertainty_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -130,8 +128,7 @@ def segmentation_identity(
     Args:
         config: the resolved config as plain data (:func:`urn.config.config_to_dict`).
         schedule: the config section of the schedule, ``"train"`` (Seg-1) or ``"seg2"``.
-        classes: the class names the network predicts (``None`` if unknown: an old checkpoint).
-        num_classes: their number, when the names are unknown.
+        classes: the class names the network predicts.
         target_dir, uncertainty_dir: the folders actually read, when they override ``config``.
     """
     data = {k: v for k, v in config["data"].items() if k not in SEG_IGNORED["data"]}
@@ -146,15 +143,11 @@ def segmentation_identity(
     _flatten("model", config["model"], flat)
     _flatten("data", data, flat)
     _flatten(schedule, sched, flat)
-    if classes is not None:
-        flat["classes"] = list(classes)
-    flat["num_classes"] = len(classes) if classes is not None else num_classes
+    flat["classes"], flat["num_classes"] = list(classes), len(classes)
     return normalise_paths(flat)
 
 
-def classifier_identity(
-    config: dict[str, Any], classes: Sequence[str] | None, *, num_classes: int | None = None
-) -> dict[str, Any]:
+def classifier_identity(config: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
     """The keys that decide a CAM classifier's weights, flattened (``"cam.lr": 0.01``).
 
     The training reads images and image-level labels of ``data.train_split`` only, so of the data
@@ -169,9 +162,7 @@ def classifier_identity(
     _flatten("cam", cam, flat)
     for key in ("root", "layout", "train_split", "classes_file"):
         flat[f"data.{key}"] = config["data"].get(key)
-    if classes is not None:
-        flat["classes"] = list(classes)
-    flat["num_classes"] = len(classes) if classes is not None else num_classes
+    flat["classes"], flat["num_classes"] = list(classes), len(classes)
     return normalise_paths(flat)
 
 
@@ -227,7 +218,8 @@ def open_run(
     out: Path,
     checkpoint: str,
     wanted: dict[str, Any],
-    stored_identity: Any,
+    kind: str,
+    command: str,
     *,
     leftovers: Iterable[str] = (),
     restart: bool = False,
@@ -240,8 +232,7 @@ def open_run(
         out: the training's output folder.
         checkpoint: the checkpoint's file name in ``out`` (``last.pt``).
         wanted: the identity of the command (:func:`segmentation_identity` / :func:`classifier_identity`).
-        stored_identity: ``state -> identity`` of a loaded checkpoint (for one without ``"identity"``,
-            derived from its ``config``).
+        kind, command: the checkpoint's ``"kind"`` and the command that writes it (named in a refusal).
         leftovers: the other files and folders of a run in ``out`` (log, metrics, TensorBoard events, ...),
             removed before a fresh run.
         restart: ``--restart``: delete the checkpoint and the leftovers first.
@@ -266,7 +257,11 @@ def open_run(
             raise UrnError(f"{exc}; cannot resume it, {HINT}") from None
         if "iteration" not in state or "model" not in state:
             raise UrnError(f"{path}: not a checkpoint of this training (no iteration or model); {HINT}")
-        stored = stored_identity(state)
+        stored = state.get("identity")
+        if state.get("kind", kind) != kind:  # (a checkpoint of an earlier urn may have no kind)
+            raise UrnError(f"{path}: not a `{command}` checkpoint; {HINT}")
+        if not isinstance(stored, dict):  # written before checkpoints held their identity (pre-release urn)
+            raise UrnError(f"{path}: a checkpoint of an earlier urn, without its identity: cannot resume it; {HINT}")
         keys = differences(stored, wanted)
         if keys:
             raise UrnError(mismatch_message(path, stored, wanted, keys))

@@ -116,26 +116,13 @@ def train_segmentor(
     # 2. what is in `out` already: resume it, refuse it, or start afresh (before anything is built)
     schedule = "seg2" if tcfg is cfg.seg2 else "train"
     class_names = list(layout.classes.names)
-    effective = dict(inputs or {})
-    wanted = resume_policy.segmentation_identity(config_to_dict(cfg), schedule, class_names, **effective)
-
-    def stored_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
-        if ckpt.get("kind") != "segmentor":
-            raise UrnError(f"{out / LAST}: not a `urn train` checkpoint; {resume_policy.HINT}")
-        if isinstance(ckpt.get("identity"), dict):
-            return ckpt["identity"]
-        if not isinstance(ckpt.get("config"), dict):
-            raise UrnError(f"{out / LAST}: a checkpoint without its config, cannot resume it; {resume_policy.HINT}")
-        names = ckpt.get("class_names")
-        return resume_policy.segmentation_identity(
-            ckpt["config"], schedule, names, num_classes=ckpt.get("num_classes"), **effective
-        )
-
+    wanted = resume_policy.segmentation_identity(config_to_dict(cfg), schedule, class_names, **(inputs or {}))
     ckpt = resume_policy.open_run(
         out,
         LAST,
         wanted,
-        stored_identity,
+        "segmentor",
+        "urn train",
         leftovers=(BEST, LOG, TENSORBOARD, "config.yaml"),
         restart=restart,
         resume=resume,
