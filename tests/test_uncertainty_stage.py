@@ -54,8 +54,7 @@ def test_probs_path_writes_every_output(demo_root, tmp_path):
         u = np.load(out / "uncertainty" / f"{i}.npy")
         assert u.dtype == np.float16 and u.min() >= 0 and u.max() <= 1
         assert (out / "masks" / f"{i}.png").is_file() and (out / "reference" / f"{i}.png").is_file()
-    from urn.data.dataset import read_target
-    from urn.data.layout import DatasetLayout
+    from urn.data.layout import DatasetLayout, read_target
 
     # the reference file reads back as (label, weight byte) the way the reference's loader does
     label, weight = read_target(out / "reference" / f"{ids[0]}.png", DatasetLayout.open(demo_root))

@@ -12,8 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
 from urn.config import DataConfig
-from urn.data.dataset import SegmentationDataset, read_target
-from urn.data.layout import DatasetLayout
+from urn.data.dataset import SegmentationDataset
+from urn.data.layout import DatasetLayout, read_target
 from urn.data.transforms import train_transforms
 from urn.errors import DataError, UrnError
 from urn.io import read_mask, save_palette_png

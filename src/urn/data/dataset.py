@@ -42,12 +42,6 @@ from urn.data.transforms import Normalize, Sample, Transform
 from urn.errors import DataError, UrnError
 
 _NORMALIZE = Normalize()
-__all__ = [
-    "SegmentationDataset",
-    "read_target",
-    "read_weight",
-    "resolve_dir",
-]
 
 
 def _writable(arr: np.ndarray) -> np.ndarray:
