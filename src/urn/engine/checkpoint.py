@@ -1,8 +1,8 @@
 """Training checkpoints: one dict, written atomically, loaded with ``weights_only=True``.
 
-Keys: ``model``, ``optimizer``, ``scaler``, ``iteration`` (iterations completed), ``rng`` (torch CPU
-RNG state, for dropout), ``config`` (the resolved config as plain data), ``kind`` (what trained it),
-``identity`` (the config keys a resume must match, :mod:`urn.engine.resume`).
+Keys: ``model``, ``optimizer``, ``scaler``, ``iteration`` (iterations completed), ``rng`` (every
+rank's RNG state: torch CPU and CUDA, NumPy, Python), ``config`` (the resolved config as plain data),
+``kind`` (what trained it), ``identity`` (the config keys a resume must match, :mod:`urn.engine.resume`).
 Nothing in a checkpoint is executed on load: ``torch.load(weights_only=True)`` refuses pickled code.
 """
 
